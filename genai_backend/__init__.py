@@ -1,0 +1,1 @@
+"""GenAI AgentOS back-end."""
