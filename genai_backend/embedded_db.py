@@ -1,0 +1,50 @@
+"""A private PostgreSQL (the `pgserver` wheel) for when no database server is configured."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """Start/stop wrapper; both calls block, so run them in an executor from async code."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: object | None = None
+
+    def start(self) -> str:
+        # Imported here: pgserver pulls psutil/fasteners and is not needed with an external server.
+        import pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: we stop the server ourselves; pgserver's atexit hook would otherwise
+        # race our explicit stop and a killed process could leave it half-stopped.
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+        return self.dsn
+
+    @property
+    def dsn(self) -> str:
+        assert self._server is not None, "embedded PostgreSQL is not started"
+        uri: str = self._server.get_uri()  # type: ignore[attr-defined]
+        return uri
+
+    def stop(self, delete: bool = False) -> None:
+        from pgserver import _commands
+
+        server = self._server
+        if server is not None:
+            try:
+                _commands.pg_ctl(
+                    ["-w", "-m", "fast", "stop"],
+                    pgdata=self.pgdata,
+                    user=server.system_user,  # type: ignore[attr-defined]
+                )
+            except Exception:  # already stopped, or killed under us
+                log.warning("embedded PostgreSQL in %s was not running at stop", self.pgdata)
+            server._instances.pop(self.pgdata, None)  # type: ignore[attr-defined]
+            self._server = None
+        if delete:
+            shutil.rmtree(self.pgdata, ignore_errors=True)
