@@ -1,0 +1,1 @@
+"""Credentials: JWTs, password hashes, encrypted secrets, and the auth middleware."""

@@ -1,0 +1,93 @@
+"""The asyncpg pool (with the embedded server and migrations behind it) and the named SQL queries."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosql
+import asyncpg
+import orjson
+from aiohttp import web
+
+from genai_backend.config import SETTINGS, ConfigError
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+queries: Any = aiosql.from_path(SQL_DIR, "asyncpg")
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+DSN = web.AppKey("dsn", str)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # `json` columns in and out as Python objects; orjson is several times faster than json.
+    await conn.set_type_codec("json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+                              schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    # Timestamps are naive UTC throughout the contract, so the session clock must be UTC.
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     server_settings={"timezone": "UTC", "application_name": "genai-backend"},
+                                     command_timeout=60)
+    assert pool is not None
+    return pool
+
+
+def _describe(dsn: str) -> str:
+    """The DSN without its password, for log lines."""
+    head, at, tail = dsn.rpartition("@")
+    if not at:
+        return dsn
+    scheme, _, userinfo = head.partition("://")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    from genai_backend.embedded_db import EmbeddedPostgres
+    from genai_backend.migrations import apply_migrations
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_dsn is None:
+        embedded = EmbeddedPostgres(settings.pgdata)
+        dsn = await asyncio.to_thread(embedded.start)
+        log.info("embedded PostgreSQL running; data lives in %s", settings.pgdata)
+        log.info("to use your own PostgreSQL instead, set POSTGRES_HOST (+ POSTGRES_USER, POSTGRES_PASSWORD, "
+                 "POSTGRES_DB, POSTGRES_PORT) or SQLALCHEMY_ASYNC_DATABASE_URI, and SECRET_KEY")
+    else:
+        dsn = settings.database_dsn
+        log.info("using PostgreSQL at %s", _describe(dsn))
+    try:
+        if settings.apply_migrations:
+            applied = await asyncio.to_thread(apply_migrations, dsn)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+        try:
+            pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
+        except socket.gaierror as exc:
+            raise ConfigError(f"cannot resolve the database host of {_describe(dsn)}: {exc}") from None
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConfigError(f"cannot connect to PostgreSQL at {_describe(dsn)}: {exc}") from None
+        app[DSN] = dsn
+        app[POOL] = pool
+        try:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+                # The router replays nothing, so whatever was active before this start is unknown.
+                await queries.mark_all_agents_inactive(conn)
+            yield
+        finally:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except (asyncio.TimeoutError, OSError):
+                pool.terminate()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+            log.info("embedded PostgreSQL stopped")
