@@ -1,0 +1,86 @@
+"""Command line: `genai-backend [serve]` runs the service, `genai-backend migrate` applies migrations."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from genai_backend.config import ConfigError, Settings, from_env
+
+log = logging.getLogger("genai_backend")
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The router library logs every frame at INFO; keep ours readable.
+    logging.getLogger("genai_session").setLevel(logging.WARNING)
+
+
+def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from genai_backend.app import create_app
+
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    loop_factory = uvloop.new_event_loop if uvloop is not None else None
+    log.info("serving on http://%s:%s (docs at /docs)", settings.host, settings.port)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=runner.get_loop(),
+                    shutdown_timeout=10, print=None, access_log=None)
+
+
+def _migrate(settings: Settings, rollback: int | None) -> None:
+    from genai_backend.embedded_db import EmbeddedPostgres
+    from genai_backend.migrations import apply_migrations, rollback_migrations
+
+    embedded = EmbeddedPostgres(settings.pgdata) if settings.database_dsn is None else None
+    dsn = embedded.start() if embedded is not None else settings.database_dsn
+    assert dsn is not None
+    try:
+        if rollback is not None:
+            done = rollback_migrations(dsn, rollback or None)
+            print("rolled back:", ", ".join(done) or "nothing")
+        else:
+            done = apply_migrations(dsn)
+            print("applied:", ", ".join(done) or "nothing (up to date)")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="genai-backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the service (default)")
+    for p in (parser, serve):
+        p.add_argument("--host", help="listen address (env HOST, default 0.0.0.0)")
+        p.add_argument("--port", type=int, help="listen port (env PORT, default 8000)")
+    migrate = sub.add_parser("migrate", help="apply pending migrations and exit")
+    migrate.add_argument("--rollback", type=int, metavar="N", help="roll back the last N migrations (0 = all)")
+    args = parser.parse_args(argv)
+
+    environ = dict(os.environ)
+    if getattr(args, "host", None):
+        environ["HOST"] = args.host
+    if getattr(args, "port", None):
+        environ["PORT"] = str(args.port)
+    _setup_logging(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"})
+    try:
+        settings = from_env(environ)
+        if args.command == "migrate":
+            _migrate(settings, args.rollback)
+        else:
+            _serve(settings)
+    except ConfigError as exc:
+        print(f"genai-backend: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

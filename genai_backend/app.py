@@ -1,0 +1,69 @@
+"""create_app(settings): wiring only; every resource opens in a cleanup_ctx."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import ModuleType
+
+from aiohttp import web
+from aiohttp_apigami import AiohttpApiSpec
+
+from genai_backend.api import health, profiles, users
+from genai_backend.auth.middleware import API_KEY, OAUTH2, auth_middleware
+from genai_backend.config import SETTINGS, Settings
+from genai_backend.cors import add_cors_headers, cors_middleware
+from genai_backend.db import database_ctx
+from genai_backend.errors import error_middleware
+from genai_backend.sockets import SOCKETS, SocketRegistry
+from genai_backend.validation import validation_middleware
+
+API_MODULES: tuple[ModuleType, ...] = (health, users, profiles)
+
+# JSON bodies are small; uploads stream through multipart readers and have their own limit.
+MAX_JSON_BODY = 1024 * 1024
+
+
+def _add_views(app: web.Application, modules: Iterable[ModuleType]) -> None:
+    for module in modules:
+        for view in module.VIEWS:
+            app.router.add_view(view.URL_PATH, view)
+
+
+def _add_other_slash_spelling(app: web.Application) -> None:
+    """Serve `/x` and `/x/` alike, directly: consumers use both (README §Global conventions)."""
+    for route in list(app.router.routes()):
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if not path or path == "/" or "directory" in info:
+            continue
+        other = path[:-1] if path.endswith("/") else path + "/"
+        app.router.add_route(route.method, other, route.handler)
+
+
+def _setup_openapi(app: web.Application) -> None:
+    spec = AiohttpApiSpec(url="/openapi.json", swagger_path="/docs", openapi_version="3.0.3",
+                          title="GenAI AgentOS back-end", version="1.0.0", in_place=True)
+    spec.spec.components.security_scheme(OAUTH2, {
+        "type": "oauth2", "flows": {"password": {"tokenUrl": "/api/login/access-token", "scopes": {}}}})
+    spec.spec.components.security_scheme(API_KEY, {"type": "apiKey", "in": "header", "name": "X-API-KEY"})
+    spec.register(app, in_place=True)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # Before cleanup_ctx tears the pool down: no view may be mid-query on a dying pool.
+    await app[SOCKETS].close_all()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[cors_middleware, error_middleware, auth_middleware, validation_middleware],
+        client_max_size=MAX_JSON_BODY,
+    )
+    app[SETTINGS] = settings
+    app[SOCKETS] = SocketRegistry()
+    app.on_shutdown.append(_close_sockets)
+    app.cleanup_ctx.append(database_ctx)
+    app.on_response_prepare.append(add_cors_headers)
+    _add_views(app, API_MODULES)
+    _setup_openapi(app)
+    _add_other_slash_spelling(app)
+    return app
