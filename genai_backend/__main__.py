@@ -17,6 +17,7 @@ def _setup_logging(debug: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The router library logs every frame at INFO; keep ours readable.
     logging.getLogger("genai_session").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def _serve(settings: Settings) -> None:
@@ -26,13 +27,14 @@ def _serve(settings: Settings) -> None:
 
     try:
         import uvloop
+
+        loop = uvloop.new_event_loop()
     except ImportError:
-        uvloop = None  # type: ignore[assignment]
-    loop_factory = uvloop.new_event_loop if uvloop is not None else None
+        loop = asyncio.new_event_loop()
     log.info("serving on http://%s:%s (docs at /docs)", settings.host, settings.port)
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=runner.get_loop(),
-                    shutdown_timeout=10, print=None, access_log=None)
+    # run_app owns the loop from here and closes it.
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=loop,
+                shutdown_timeout=10, print=None, access_log=None)
 
 
 def _migrate(settings: Settings, rollback: int | None) -> None:

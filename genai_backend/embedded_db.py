@@ -1,8 +1,11 @@
 """A private PostgreSQL (the `pgserver` wheel) for when no database server is configured."""
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,10 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: we stop the server ourselves; pgserver's atexit hook would otherwise
         # race our explicit stop and a killed process could leave it half-stopped.
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root, containers); harmless here.
+            warnings.simplefilter("ignore")
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         return self.dsn
 
     @property
@@ -44,6 +50,9 @@ class EmbeddedPostgres:
                 )
             except Exception:  # already stopped, or killed under us
                 log.warning("embedded PostgreSQL in %s was not running at stop", self.pgdata)
+            # We stopped it; pgserver's own exit hook must not try again on a forgotten handle.
+            atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
+            server.global_process_id_list.get_and_remove(os.getpid())  # type: ignore[attr-defined]
             server._instances.pop(self.pgdata, None)  # type: ignore[attr-defined]
             self._server = None
         if delete:
