@@ -150,7 +150,9 @@ class Str(ParsedField, fields.String):
     def __init__(self, *, min_length: int | None = None, max_length: int | None = None,
                  pattern: str | None = None, strip: bool = False, checks: Iterable[Check] | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        limits = {"minLength": min_length, "maxLength": max_length, "pattern": pattern}
+        super().__init__(metadata={**{k: v for k, v in limits.items() if v is not None}, **kwargs.pop("metadata", {})},
+                         **kwargs)
         self.min_length, self.max_length, self.strip = min_length, max_length, strip
         self.pattern = re.compile(pattern) if pattern else None
         self._init_checks(checks)
@@ -158,6 +160,9 @@ class Str(ParsedField, fields.String):
     def convert(self, raw: Any, source: str) -> str:
         if not isinstance(raw, str):
             raise FieldError("string_type", "Input should be a valid string")
+        if "\x00" in raw:
+            # PostgreSQL text cannot hold NUL.
+            raise value_error("String must not contain NUL characters")
         value = raw.strip() if self.strip else raw
         if self.min_length is not None and len(value) < self.min_length:
             unit = "character" if self.min_length == 1 else "characters"
@@ -176,7 +181,9 @@ class Str(ParsedField, fields.String):
 class Int(ParsedField, fields.Integer):
     def __init__(self, *, ge: int | None = None, le: int | None = None,
                  checks: Iterable[Check] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        limits = {"minimum": ge, "maximum": le}
+        super().__init__(metadata={**{k: v for k, v in limits.items() if v is not None}, **kwargs.pop("metadata", {})},
+                         **kwargs)
         self.ge, self.le = ge, le
         self._init_checks(checks)
 
@@ -418,14 +425,16 @@ async def _read_json_body(request: web.Request) -> tuple[Any, dict[str, Any] | N
                                   "Input should be a valid dictionary or object to extract fields from", text)
     try:
         return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(raw), None
-    except json.JSONDecodeError as exc:
-        return MISSING, error("json_invalid", ("body", exc.pos), "JSON decode error", {}, {"error": exc.msg})
-    except UnicodeDecodeError:
-        return MISSING, error("json_invalid", ("body", 0), "JSON decode error", {}, {"error": "Invalid UTF-8"})
+    except orjson.JSONDecodeError as strict:
+        # orjson decides what is acceptable (it refuses lone surrogates and NaN, which PostgreSQL
+        # could not store anyway); Python's decoder only supplies the reference's message and position.
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return MISSING, error("json_invalid", ("body", exc.pos), "JSON decode error", {}, {"error": exc.msg})
+        except UnicodeDecodeError:
+            pass
+        return MISSING, error("json_invalid", ("body", 0), "JSON decode error", {}, {"error": str(strict)})
 
 
 async def _parse_body(request: web.Request, schema: Schema, location: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -18,6 +18,7 @@ from aiohttp_apigami.utils import is_class_based_view
 from genai_backend.auth import tokens
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
+from genai_backend.openapi import API_KEY, OAUTH2
 from genai_backend.errors import NOT_AUTHENTICATED, TOKEN_INVALID, BadRequestError, UnauthorizedError
 
 USER = "user"
@@ -29,8 +30,6 @@ USER_ID = web.RequestKey("user_id", uuid.UUID)
 T = TypeVar("T")
 _ATTR = "__auth_mode__"
 
-OAUTH2 = "OAuth2PasswordBearer"
-API_KEY = "APIKeyHeader"
 
 
 def auth(mode: str) -> Callable[[T], T]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from genai_backend.schemas import Timestamp
 from genai_backend.validation import RequestSchema, Str
 
 _SPECIALS = set("$@#%!^&*()-_+={}[]")
@@ -44,8 +45,8 @@ class TokenValidateSchema(RequestSchema):
 class UserSchema(Schema):
     id = fields.UUID()
     username = fields.String()
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
+    created_at = Timestamp()
+    updated_at = Timestamp()
 
 
 class TokenSchema(Schema):
