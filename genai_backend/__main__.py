@@ -18,6 +18,7 @@ def _setup_logging(debug: bool) -> None:
     # The router library logs every frame at INFO; keep ours readable.
     logging.getLogger("genai_session").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 
 def _serve(settings: Settings) -> None:

@@ -1,0 +1,21 @@
+-- Drop everything 0001_initial created, children before parents.
+DROP TABLE IF EXISTS agentflow_project_associations;
+DROP TABLE IF EXISTS agent_project_associations;
+DROP TABLE IF EXISTS user_team_associations;
+DROP TABLE IF EXISTS teams;
+DROP TABLE IF EXISTS user_project_associations;
+DROP TABLE IF EXISTS projects;
+DROP TABLE IF EXISTS a2acards;
+DROP TABLE IF EXISTS mcptools;
+DROP TABLE IF EXISTS mcpservers;
+DROP TABLE IF EXISTS chatmessages;
+DROP TABLE IF EXISTS chatconversations;
+DROP TABLE IF EXISTS modelconfigs;
+DROP TABLE IF EXISTS modelproviders;
+DROP TABLE IF EXISTS files;
+DROP TABLE IF EXISTS logs;
+DROP TABLE IF EXISTS agentworkflows;
+DROP TABLE IF EXISTS agents;
+DROP TABLE IF EXISTS userprofiles;
+DROP TABLE IF EXISTS users;
+DROP TYPE IF EXISTS sendertype;
