@@ -5,6 +5,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 
@@ -38,18 +39,9 @@ class EmbeddedPostgres:
         return uri
 
     def stop(self, delete: bool = False) -> None:
-        from pgserver import _commands
-
         server = self._server
+        self._stop_postmaster()
         if server is not None:
-            try:
-                _commands.pg_ctl(
-                    ["-w", "-m", "fast", "stop"],
-                    pgdata=self.pgdata,
-                    user=server.system_user,  # type: ignore[attr-defined]
-                )
-            except Exception:  # already stopped, or killed under us
-                log.warning("embedded PostgreSQL in %s was not running at stop", self.pgdata)
             # We stopped it; pgserver's own exit hook must not try again on a forgotten handle.
             atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
             server.global_process_id_list.get_and_remove(os.getpid())  # type: ignore[attr-defined]
@@ -57,3 +49,26 @@ class EmbeddedPostgres:
             self._server = None
         if delete:
             shutil.rmtree(self.pgdata, ignore_errors=True)
+
+    def _stop_postmaster(self, timeout: float = 15) -> None:
+        """Fast shutdown by signal, as `pg_ctl -m fast` does.
+
+        Signalled directly rather than through pg_ctl: pg_ctl runs as the unprivileged `pgserver`
+        user, which cannot always reach a data directory below a private (0700) parent, and a
+        server left running after we exit is the one failure this must never have.
+        """
+        import psutil
+
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            postmaster = psutil.Process(pid)
+        except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
+            return
+        if postmaster.name() != "postgres":
+            return  # a stale pid file naming some other process
+        postmaster.send_signal(signal.SIGINT)
+        try:
+            postmaster.wait(timeout)
+        except psutil.TimeoutExpired:
+            log.warning("embedded PostgreSQL did not stop in %s s; killing it", timeout)
+            postmaster.kill()
