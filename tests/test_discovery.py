@@ -11,10 +11,10 @@ import pytest
 
 from genai_backend.discovery.a2a import CardUnavailable, a2a_schema, fetch_card
 from genai_backend.discovery.mcp import McpUnavailable, list_tools, tool_schema
-from genai_backend.discovery.urls import (
-    UrlError, UrlPolicy, UrlRefused, check_url, classify_address, guarded_connector, guarded_httpx_client,
-    normalise_url, origin,
+from genai_backend.discovery.guard import (
+    UrlPolicy, UrlRefused, check_url, classify_address, find_refusal, guarded_connector, guarded_httpx_client,
 )
+from genai_backend.discovery.urls import UrlError, normalise_url, origin
 from genai_backend.schemas.a2a_cards import A2ACardSchema
 from tests.tool_servers import REIMBURSEMENT_CARD, RedirectServer, card_server, hanging_server, mcp_server
 
@@ -203,6 +203,18 @@ async def test_guarded_httpx_client_refuses_metadata_and_redirects() -> None:
                 await client.get(cards.url)
 
 
+async def test_find_refusal_through_client_wrappings(guarded_session: aiohttp.ClientSession) -> None:
+    refused = UrlRefused("why")
+    with pytest.raises(aiohttp.ClientError) as client_error:
+        async with guarded_session.get(f"http://{METADATA}/"):
+            pass
+    assert "link-local" in str(find_refusal(client_error.value))
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = BaseExceptionGroup("task group", [ValueError("other"), ExceptionGroup("inner", [refused])])
+    assert find_refusal(wrapped) is refused
+    assert find_refusal(RuntimeError("plain")) is None
+
+
 # ----- MCP ----------------------------------------------------------------------------------------
 
 def _check_twenty_tools(tools: list[Any]) -> None:
@@ -250,6 +262,18 @@ async def test_list_tools_hanging_server_times_out() -> None:
         with pytest.raises(McpUnavailable, match="within 1 s"):
             await list_tools(server.url + "mcp", policy=UrlPolicy(), timeout=1)
         assert 0.9 < time.perf_counter() - started < 3
+
+
+async def test_list_tools_response_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genai_backend.discovery import guard
+
+    monkeypatch.setattr(guard, "MAX_RESPONSE_BYTES", 2000)  # the 20-tool listing is larger
+    for transport in ("streamable-http", "sse"):
+        async with mcp_server(20, transport=transport) as server:  # type: ignore[arg-type]
+            started = time.perf_counter()
+            with pytest.raises(McpUnavailable):
+                await list_tools(server.url, policy=UrlPolicy(), timeout=10)
+            assert time.perf_counter() - started < 3
 
 
 async def test_list_tools_not_an_mcp_server() -> None:

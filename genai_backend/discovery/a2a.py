@@ -10,7 +10,8 @@ import aiohttp
 from marshmallow import ValidationError
 from yarl import URL
 
-from genai_backend.discovery.urls import UrlError, UrlRefused, origin
+from genai_backend.discovery.guard import UrlRefused
+from genai_backend.discovery.urls import UrlError, origin
 from genai_backend.schemas.a2a_cards import A2ACardSchema
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from genai_backend.discovery.urls import UrlPolicy, guarded_httpx_client
+from genai_backend.discovery.guard import UrlPolicy, guarded_httpx_client
 
 if TYPE_CHECKING:
     import httpx2
