@@ -46,9 +46,24 @@ def _truncate_sql(database_dsn: str) -> str:
     return f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"
 
 
+@pytest.fixture(autouse=True)
+def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Truncate after every test that touched the database.
+
+    Autouse, so it is set up first and torn down last: after aiohttp_client has closed the apps.
+    Truncating while an app still holds a transaction would block (and a rollback per test would
+    hide bugs, since the app uses several connections at once).
+    """
+    yield
+    if "database_dsn" in request.fixturenames:
+        dsn = request.getfixturevalue("database_dsn")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(request.getfixturevalue("_truncate_sql"))
+
+
 @pytest.fixture
-def settings(database_dsn: str, tmp_path: Path, _truncate_sql: str) -> Iterator[Settings]:
-    yield Settings(
+def settings(database_dsn: str, tmp_path: Path, _truncate_sql: str) -> Settings:
+    return Settings(
         secret_key=secrets.token_hex(32),
         database_dsn=database_dsn,
         data_dir=tmp_path / "data",
@@ -62,9 +77,6 @@ def settings(database_dsn: str, tmp_path: Path, _truncate_sql: str) -> Iterator[
         router_backoff_initial=0.05,
         router_backoff_max=0.5,
     )
-    # Truncate after the test: the app used several connections, so a rollback would hide bugs.
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute(_truncate_sql)
 
 
 @pytest.fixture

@@ -1,0 +1,99 @@
+-- A flow element {id, type} is valid for owner O when (background-jobs.md §4):
+--   genai: an agent with that id, created by O, is_active;
+--   mcp:   a tool with that id whose server is created by O and is_active;
+--   a2a:   a card with that id, created by O, is_active;
+-- anything else (no id, no or unknown type) is never valid. Each query first collects O's valid
+-- elements as `type:id` keys (one scan per kind, instead of one lookup per element) and then
+-- compares; list_active_connections (agents.sql) does the same: keep them in sync.
+-- Element ids are stored canonical (lower-case, hyphenated); `lower` covers rows written by
+-- the reference.
+
+-- The valid ones among the given elements (rest-api "active-members check").
+-- name: list_valid_flow_members(creator_id, ids, types)
+WITH valid AS (
+    SELECT coalesce(array_agg(v.key), '{}') AS keys
+    FROM (
+        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
+        UNION ALL
+        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
+        WHERE s.creator_id = :creator_id AND s.is_active
+        UNION ALL
+        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
+    ) AS v(key)
+)
+SELECT e.id
+FROM unnest(:ids::text[], :types::text[]) AS e(id, type)
+CROSS JOIN valid
+WHERE e.type || ':' || lower(e.id) = ANY (valid.keys);
+
+-- Only rows whose flag changes are written, so updated_at moves only on a real change (D20).
+-- name: reevaluate_flows(creator_id)!
+WITH valid AS (
+    SELECT coalesce(array_agg(v.key), '{}') AS keys
+    FROM (
+        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
+        UNION ALL
+        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
+        WHERE s.creator_id = :creator_id AND s.is_active
+        UNION ALL
+        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
+    ) AS v(key)
+),
+computed AS (
+    SELECT w.id,
+           CASE WHEN json_typeof(w.flow) <> 'array' THEN false
+                WHEN json_array_length(w.flow) = 0 THEN false
+                ELSE NOT EXISTS (
+                    SELECT 1 FROM json_array_elements(w.flow) AS e(el)
+                    WHERE json_typeof(e.el) <> 'object'
+                       OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (valid.keys), false))
+           END AS active
+    FROM agentworkflows w CROSS JOIN valid
+    WHERE w.creator_id = :creator_id
+)
+UPDATE agentworkflows f
+SET is_active = c.active, updated_at = greatest(now(), f.created_at + interval '1 microsecond')
+FROM computed c
+WHERE f.id = c.id AND f.is_active IS DISTINCT FROM c.active;
+
+-- name: create_flow(flow_id, name, description, flow, alias, creator_id)^
+INSERT INTO agentworkflows (id, alias, name, description, flow, creator_id, is_active, created_at, updated_at)
+VALUES (:flow_id, :alias, :name, :description, :flow, :creator_id, true, now(), now())
+RETURNING name, description, creator_id, is_active, updated_at, alias, id, flow, created_at;
+
+-- name: update_flow(flow_id, creator_id, name, description, flow, alias)^
+UPDATE agentworkflows
+SET name = :name, description = :description, flow = :flow, alias = :alias, is_active = true,
+    updated_at = greatest(now(), created_at + interval '1 microsecond')
+WHERE id = :flow_id AND creator_id = :creator_id
+RETURNING name, description, creator_id, is_active, updated_at, alias, id, flow, created_at;
+
+-- name: delete_flow(flow_id, creator_id)$
+DELETE FROM agentworkflows WHERE id = :flow_id AND creator_id = :creator_id RETURNING true;
+
+-- FlowObject (rest-api #13, #14): is_active recomputed, never written back.
+-- `flow_id` null lists them all.
+-- name: list_flows(creator_id, flow_id, offset, limit)
+WITH valid AS (
+    SELECT coalesce(array_agg(v.key), '{}') AS keys
+    FROM (
+        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
+        UNION ALL
+        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
+        WHERE s.creator_id = :creator_id AND s.is_active
+        UNION ALL
+        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
+    ) AS v(key)
+)
+SELECT w.name, w.description, w.flow, w.created_at, w.updated_at, w.id,
+       CASE WHEN json_typeof(w.flow) <> 'array' THEN false
+            WHEN json_array_length(w.flow) = 0 THEN false
+            ELSE NOT EXISTS (
+                SELECT 1 FROM json_array_elements(w.flow) AS e(el)
+                WHERE json_typeof(e.el) <> 'object'
+                   OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (valid.keys), false))
+       END AS is_active
+FROM agentworkflows w CROSS JOIN valid
+WHERE w.creator_id = :creator_id AND (:flow_id::uuid IS NULL OR w.id = :flow_id)
+ORDER BY w.created_at DESC, w.id
+OFFSET :offset LIMIT :limit;
