@@ -5,18 +5,26 @@ from collections.abc import Iterable
 from types import ModuleType
 
 from aiohttp import web
-from aiohttp_apigami import AiohttpApiSpec
 
-from genai_backend.api import health, profiles, users
-from genai_backend.auth.middleware import API_KEY, OAUTH2, auth_middleware
+from genai_backend.api import agents, flows, health, logs, profiles, users
+from genai_backend.api import chats, files, llm, ws
+from genai_backend.api import a2a_agents, mcp_servers
+from genai_backend.auth.middleware import auth_middleware
+from genai_backend.bus.invoke import invoker_ctx
+from genai_backend.bus.session import router_ctx
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.cors import add_cors_headers, cors_middleware
 from genai_backend.db import database_ctx
+from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
+from genai_backend.jobs import jobs_ctx
+from genai_backend.openapi import setup_openapi
 from genai_backend.sockets import SOCKETS, SocketRegistry
+from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
 
-API_MODULES: tuple[ModuleType, ...] = (health, users, profiles)
+API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
+                                      mcp_servers, a2a_agents)
 
 # JSON bodies are small; uploads stream through multipart readers and have their own limit.
 MAX_JSON_BODY = 1024 * 1024
@@ -39,15 +47,6 @@ def _add_other_slash_spelling(app: web.Application) -> None:
         app.router.add_route(route.method, other, route.handler)
 
 
-def _setup_openapi(app: web.Application) -> None:
-    spec = AiohttpApiSpec(url="/openapi.json", swagger_path="/docs", openapi_version="3.0.3",
-                          title="GenAI AgentOS back-end", version="1.0.0", in_place=True)
-    spec.spec.components.security_scheme(OAUTH2, {
-        "type": "oauth2", "flows": {"password": {"tokenUrl": "/api/login/access-token", "scopes": {}}}})
-    spec.spec.components.security_scheme(API_KEY, {"type": "apiKey", "in": "header", "name": "X-API-KEY"})
-    spec.register(app, in_place=True)
-
-
 async def _close_sockets(app: web.Application) -> None:
     # Before cleanup_ctx tears the pool down: no view may be mid-query on a dying pool.
     await app[SOCKETS].close_all()
@@ -62,8 +61,14 @@ def create_app(settings: Settings) -> web.Application:
     app[SOCKETS] = SocketRegistry()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(router_ctx)
+    app.cleanup_ctx.append(files_ctx)
+    app.cleanup_ctx.append(invoker_ctx)
+    app.cleanup_ctx.append(discovery_ctx)
+    # Last in, first out: the jobs stop before the discovery client and the pool they use.
+    app.cleanup_ctx.append(jobs_ctx)
     app.on_response_prepare.append(add_cors_headers)
     _add_views(app, API_MODULES)
-    _setup_openapi(app)
+    setup_openapi(app)
     _add_other_slash_spelling(app)
     return app

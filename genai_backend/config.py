@@ -43,6 +43,8 @@ class Settings:
     files_dir: Path = PROJECT_DIR.parent / "files"
     max_upload_bytes: int = 100 * 1024 * 1024
     refresh_interval_minutes: float = 1.0
+    # Seconds one MCP server or A2A card may take during a refresh before it counts as down.
+    tool_refresh_timeout: float = 10.0
     log_retention_days: int = 7
     master_agent_timeout: float = 600.0
     a2a_verify_tls: bool = True
@@ -196,6 +198,7 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         files_dir=files_dir,
         max_upload_bytes=int(_number(env.get("MAX_UPLOAD_BYTES", str(100 * 1024 * 1024)), "MAX_UPLOAD_BYTES", int)),
         refresh_interval_minutes=_number(env.get("CELERY_BEAT_INTERVAL_MINUTES", "1"), "CELERY_BEAT_INTERVAL_MINUTES", float),
+        tool_refresh_timeout=_number(env.get("TOOL_REFRESH_TIMEOUT", "10"), "TOOL_REFRESH_TIMEOUT", float) or 10.0,
         log_retention_days=int(_number(env.get("LOG_RETENTION_DAYS", "7"), "LOG_RETENTION_DAYS", int)),
         master_agent_timeout=_number(env.get("MASTER_AGENT_TIMEOUT", "600"), "MASTER_AGENT_TIMEOUT", float),
         a2a_verify_tls=_bool(env.get("A2A_VERIFY_TLS", "true"), "A2A_VERIFY_TLS"),

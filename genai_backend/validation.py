@@ -372,6 +372,11 @@ def parse_fields(schema: Schema, data: Mapping[str, Any], whole: Any,
         except FieldErrors as group:
             errors.extend(FieldError(e.type, e.msg, e.ctx, (key, *e.loc), raw if e.input is MISSING else e.input)
                           for e in group.errors)
+    if getattr(schema, "forbid_extra", False):
+        # pydantic's extra="forbid": one error per unknown key, after the declared fields.
+        known = {field.data_key or name for name, field in schema.fields.items()}
+        errors.extend(FieldError("extra_forbidden", "Extra inputs are not permitted", loc=(key,), input=value)
+                      for key, value in data.items() if key not in known)
     if not errors:
         check = getattr(schema, "check", None)
         if check is not None:
@@ -383,7 +388,12 @@ def parse_fields(schema: Schema, data: Mapping[str, Any], whole: Any,
 
 
 class RequestSchema(Schema):
-    """Base for request schemas: `check(data)` may add a cross-field rule (raise FieldError)."""
+    """Base for request schemas: `check(data)` may add a cross-field rule (raise FieldError).
+
+    `forbid_extra = True` on a subclass reports unknown body keys as `extra_forbidden`.
+    """
+
+    forbid_extra = False
 
     def check(self, data: dict[str, Any]) -> None:
         return None
