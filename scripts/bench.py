@@ -362,7 +362,7 @@ async def main() -> None:
         base, bare_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
         await wait_ready(f"{base}/ready")
         await wait_ready(f"{bare_base}/json")
-        master = await run_master_agent(router.url, api_base_url=f"{base}/api", master_be_api_key=DEFAULT_BE_KEY,
+        master = await run_master_agent(router.url, api_base_url=base, master_be_api_key=DEFAULT_BE_KEY,
                                         call_back=True)
         stack.push_async_callback(master.stop)
 
