@@ -56,6 +56,8 @@ def _complete(document: dict[str, Any]) -> None:
                 responses.setdefault("422", _json("HTTPValidationError", "Invalid input"))
             if operation.get("requestBody"):
                 responses.setdefault("413", _json("HTTPError", "Request body too large"))
+                if "multipart/form-data" in operation["requestBody"].get("content", {}):
+                    responses.setdefault("400", _json("HTTPError", "Malformed multipart body"))
 
 
 def setup_openapi(app: web.Application) -> None:
