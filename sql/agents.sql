@@ -11,53 +11,32 @@ VALUES (:agent_id, :alias, :name, :description, :jwt, :creator_id, :input_parame
         now(), now(), now())
 RETURNING name, description, id, input_parameters, created_at, updated_at, alias, jwt;
 
--- AgentItem (rest-api #7, #9): `function.name` shows the agent's name when `function` is a
--- non-empty object. The jsonb round trip is safe: inputs with NUL characters are refused.
+-- AgentItem (rest-api #7, #9): the view agent_items (migrations/0003_views.sql) shapes it.
 -- name: get_agent(agent_id, creator_id)^
-SELECT a.id AS agent_id, a.name AS agent_name, a.description AS agent_description,
-       CASE WHEN json_typeof(a.input_parameters -> 'function') = 'object'
-                 AND a.input_parameters::jsonb -> 'function' <> '{}'::jsonb
-            THEN jsonb_set(a.input_parameters::jsonb, '{function,name}', to_jsonb(a.name))::json
-            ELSE a.input_parameters END AS agent_schema,
-       a.created_at, a.updated_at, a.is_active, a.jwt AS agent_jwt, a.alias AS agent_alias
-FROM agents a
-WHERE a.id = :agent_id AND a.creator_id = :creator_id;
+SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias
+FROM agent_items a
+WHERE a.agent_id = :agent_id AND a.creator_id = :creator_id;
 
 -- name: list_agents(creator_id, offset, limit)
-SELECT a.id AS agent_id, a.name AS agent_name, a.description AS agent_description,
-       CASE WHEN json_typeof(a.input_parameters -> 'function') = 'object'
-                 AND a.input_parameters::jsonb -> 'function' <> '{}'::jsonb
-            THEN jsonb_set(a.input_parameters::jsonb, '{function,name}', to_jsonb(a.name))::json
-            ELSE a.input_parameters END AS agent_schema,
-       a.created_at, a.updated_at, a.is_active, a.jwt AS agent_jwt, a.alias AS agent_alias
-FROM agents a
-WHERE a.creator_id = :creator_id AND a.name <> '' AND a.description <> ''
-ORDER BY a.created_at ASC, a.id
+SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias
+FROM agent_items a
+WHERE a.creator_id = :creator_id AND a.agent_name <> '' AND a.agent_description <> ''
+ORDER BY a.created_at ASC, a.agent_id
 OFFSET :offset LIMIT :limit;
 
 -- name: list_agents_by_name(creator_id, name, offset, limit)
-SELECT a.id AS agent_id, a.name AS agent_name, a.description AS agent_description,
-       CASE WHEN json_typeof(a.input_parameters -> 'function') = 'object'
-                 AND a.input_parameters::jsonb -> 'function' <> '{}'::jsonb
-            THEN jsonb_set(a.input_parameters::jsonb, '{function,name}', to_jsonb(a.name))::json
-            ELSE a.input_parameters END AS agent_schema,
-       a.created_at, a.updated_at, a.is_active, a.jwt AS agent_jwt, a.alias AS agent_alias
-FROM agents a
-WHERE a.creator_id = :creator_id AND a.name = :name
-ORDER BY a.created_at DESC, a.id
+SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias
+FROM agent_items a
+WHERE a.creator_id = :creator_id AND a.agent_name = :name
+ORDER BY a.created_at DESC, a.agent_id
 OFFSET :offset LIMIT :limit;
 
 -- `pattern` arrives with %, _ and \ escaped (D34).
 -- name: list_agents_by_description(creator_id, pattern, offset, limit)
-SELECT a.id AS agent_id, a.name AS agent_name, a.description AS agent_description,
-       CASE WHEN json_typeof(a.input_parameters -> 'function') = 'object'
-                 AND a.input_parameters::jsonb -> 'function' <> '{}'::jsonb
-            THEN jsonb_set(a.input_parameters::jsonb, '{function,name}', to_jsonb(a.name))::json
-            ELSE a.input_parameters END AS agent_schema,
-       a.created_at, a.updated_at, a.is_active, a.jwt AS agent_jwt, a.alias AS agent_alias
-FROM agents a
-WHERE a.creator_id = :creator_id AND a.description ILIKE '%' || :pattern || '%'
-ORDER BY a.created_at DESC, a.id
+SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias
+FROM agent_items a
+WHERE a.creator_id = :creator_id AND a.agent_description ILIKE '%' || :pattern || '%'
+ORDER BY a.created_at DESC, a.agent_id
 OFFSET :offset LIMIT :limit;
 
 -- PATCH answers with the alias as `agent_name` and the schema as stored (reference quirk, #10).
@@ -143,19 +122,11 @@ listed AS (
     OFFSET CASE WHEN :agent_type::text = 'mcp' THEN 0 ELSE :offset::bigint END
     LIMIT CASE WHEN :agent_type::text = 'mcp' THEN NULL ELSE :limit::bigint END
 ),
--- Every element the user may put in a flow right now, as `type:id` (the flow predicate of
--- sql/flows.sql, keep in sync); built once instead of one lookup per element.
+-- Every element the user may put in a flow right now, as `type:id`; built once instead of one
+-- lookup per element.
 valid AS (
-    SELECT coalesce(array_agg(v.key), '{}') AS keys
-    FROM (
-        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
-        UNION ALL
-        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
-        WHERE s.creator_id = :creator_id AND s.is_active
-        UNION ALL
-        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
-    ) AS v(key)
-    WHERE :agent_type::text IN ('genai', 'all')
+    SELECT coalesce(array_agg(k.key), '{}') AS keys
+    FROM flow_member_keys k WHERE k.creator_id = :creator_id AND :agent_type::text IN ('genai', 'all')
 ),
 flows AS (
     -- The schema derives from the first element: its agent's schema or its tool's input schema.

@@ -3,23 +3,16 @@
 --   mcp:   a tool with that id whose server is created by O and is_active;
 --   a2a:   a card with that id, created by O, is_active;
 -- anything else (no id, no or unknown type) is never valid. Each query first collects O's valid
--- elements as `type:id` keys (one scan per kind, instead of one lookup per element) and then
--- compares; list_active_connections (agents.sql) does the same: keep them in sync.
+-- elements as `type:id` keys from the view flow_member_keys (migrations/0003_views.sql), then
+-- compares.
 -- Element ids are stored canonical (lower-case, hyphenated); `lower` covers rows written by
 -- the reference.
 
 -- The valid ones among the given elements (rest-api "active-members check").
 -- name: list_valid_flow_members(creator_id, ids, types)
 WITH valid AS (
-    SELECT coalesce(array_agg(v.key), '{}') AS keys
-    FROM (
-        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
-        UNION ALL
-        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
-        WHERE s.creator_id = :creator_id AND s.is_active
-        UNION ALL
-        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
-    ) AS v(key)
+    SELECT coalesce(array_agg(k.key), '{}') AS keys
+    FROM flow_member_keys k WHERE k.creator_id = :creator_id
 )
 SELECT e.id
 FROM unnest(:ids::text[], :types::text[]) AS e(id, type)
@@ -29,15 +22,8 @@ WHERE e.type || ':' || lower(e.id) = ANY (valid.keys);
 -- Only rows whose flag changes are written, so updated_at moves only on a real change (D20).
 -- name: reevaluate_flows(creator_id)!
 WITH valid AS (
-    SELECT coalesce(array_agg(v.key), '{}') AS keys
-    FROM (
-        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
-        UNION ALL
-        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
-        WHERE s.creator_id = :creator_id AND s.is_active
-        UNION ALL
-        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
-    ) AS v(key)
+    SELECT coalesce(array_agg(k.key), '{}') AS keys
+    FROM flow_member_keys k WHERE k.creator_id = :creator_id
 ),
 computed AS (
     SELECT w.id,
@@ -75,15 +61,8 @@ DELETE FROM agentworkflows WHERE id = :flow_id AND creator_id = :creator_id RETU
 -- `flow_id` null lists them all.
 -- name: list_flows(creator_id, flow_id, offset, limit)
 WITH valid AS (
-    SELECT coalesce(array_agg(v.key), '{}') AS keys
-    FROM (
-        SELECT 'genai:' || a.id FROM agents a WHERE a.creator_id = :creator_id AND a.is_active
-        UNION ALL
-        SELECT 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id
-        WHERE s.creator_id = :creator_id AND s.is_active
-        UNION ALL
-        SELECT 'a2a:' || c.id FROM a2acards c WHERE c.creator_id = :creator_id AND c.is_active
-    ) AS v(key)
+    SELECT coalesce(array_agg(k.key), '{}') AS keys
+    FROM flow_member_keys k WHERE k.creator_id = :creator_id
 )
 SELECT w.name, w.description, w.flow, w.created_at, w.updated_at, w.id,
        CASE WHEN json_typeof(w.flow) <> 'array' THEN false

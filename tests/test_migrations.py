@@ -18,7 +18,7 @@ from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.migrations import MIGRATIONS_DIR, apply_migrations, rollback_migrations, yoyo_uri
 from tests.pg import embedded_server, throwaway_database
 
-ALL = ["0001_initial", "0002_contract_changes"]
+ALL = ["0001_initial", "0002_contract_changes", "0003_views"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
 
 
@@ -350,6 +350,8 @@ def test_migrations_stairway(dsn: str) -> None:
 
 def test_rollback_migrations_removes_everything(dsn: str) -> None:
     apply_migrations(dsn)
+    assert rollback_migrations(dsn, 1) == ["0003_views"]
+    assert _fetch(dsn, "SELECT viewname FROM pg_views WHERE schemaname = 'public'") == []
     assert rollback_migrations(dsn, 1) == ["0002_contract_changes"]
     assert "modelconfigs_name_key" in {name for (name,) in _fetch(dsn, "SELECT conname FROM pg_constraint")}
     assert rollback_migrations(dsn) == ["0001_initial"]
@@ -454,7 +456,7 @@ def test_apply_migrations_after_every_table_emptied(dsn: str) -> None:
 
 def test_apply_migrations_clears_lock_left_by_killed_process(dsn: str) -> None:
     apply_migrations(dsn)
-    rollback_migrations(dsn, 1)
+    rollback_migrations(dsn, 2)
     # What yoyo leaves behind when the migrating process is killed mid-way.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
