@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import sys
@@ -19,6 +20,21 @@ def _setup_logging(debug: bool) -> None:
     logging.getLogger("genai_session").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     logging.getLogger("yoyo").setLevel(logging.WARNING)
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (what MALLOC_ARENA_MAX does) before any thread starts.
+
+    glibc gives every thread that allocates an arena of its own; the bcrypt, scrypt and file
+    threads made RSS with 128 chat sockets grow from ~130 MB to ~200 MB without this.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(-8, arenas)  # -8 = M_ARENA_MAX
 
 
 def _serve(settings: Settings) -> None:
@@ -74,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "port", None):
         environ["PORT"] = str(args.port)
     _setup_logging(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"})
+    _limit_malloc_arenas()
     try:
         settings = from_env(environ)
         if args.command == "migrate":
