@@ -20,6 +20,7 @@ from genai_session.utils.context import GenAIContext
 
 from genai_backend.app import create_app
 from genai_backend.auth.tokens import issue_agent_token
+from genai_backend.bus.invoke import SPARES
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import MasterCall, RunningAgent, invoke, run_agent, run_master_agent
@@ -29,7 +30,7 @@ from tests.chat_fixtures import (
     socket_path,
 )
 from tests.conftest import User, make_user
-from tests.router_double import DEFAULT_ML_KEY, MASTER_SERVER_BE, MASTER_SERVER_ML, RunningRouter
+from tests.router_double import DEFAULT_BE_KEY, DEFAULT_ML_KEY, MASTER_SERVER_BE, MASTER_SERVER_ML, RunningRouter
 from tests.test_files import upload
 
 
@@ -234,9 +235,17 @@ async def test_chat_after_master_agent_and_router_restart(client: TestClient, ro
     ws = await open_socket(client, user)
     await ws.send_json(chat_frame("before"))
     assert (await receive_reply(ws))["response"]["response"]["response"] == "echo: before"
-    # Spare connections got the router's clean-up notice while idle: none may leak into a new call.
+
+    def spares() -> list[str]:
+        return [c for c in router.double.clients
+                if c.startswith(DEFAULT_BE_KEY + ":") and c.endswith(":" + MASTER_SERVER_ML)]
+
+    await router.double.wait_until(lambda: len(spares()) == SPARES, what="spare invoker connections")
+    # Spare connections got the router's clean-up notice while idle: they are dropped, and none
+    # may leak into a new call.
     await master.stop()
     await router.double.wait_gone(MASTER_SERVER_ML)
+    await router.double.wait_until(lambda: not spares(), what="stale spares closed")
     master = await start_master(running, client, router)
     await ws.send_json(chat_frame("after"))
     assert (await receive_reply(ws))["response"]["response"]["response"] == "echo: after"

@@ -194,8 +194,9 @@ class MasterInvoker:
         return InvokerSocket(ws)
 
     async def _fill(self) -> None:
-        """Top the spares up; a router that cannot be reached is tried again at the next request."""
-        while True:
+        """Top the spares up; a router that cannot be reached is tried again at the next request.
+        Bounded, so spares that die as soon as they are opened cannot make it spin."""
+        for _ in range(2 * self.spare_target):
             self.spares = deque(spare for spare in self.spares if spare.usable)
             if len(self.spares) >= self.spare_target:
                 return
