@@ -1,4 +1,4 @@
--- Two read-only views the queries share, so each rule is written once.
+-- Views and a function the queries share, so each rule is written once.
 -- depends: 0002_contract_changes
 
 -- What an owner may put in a flow right now, as `type:id` (background-jobs.md §4): an active
@@ -10,6 +10,20 @@ UNION ALL
 SELECT s.creator_id, 'mcp:' || t.id FROM mcptools t JOIN mcpservers s ON s.id = t.mcp_server_id WHERE s.is_active
 UNION ALL
 SELECT c.creator_id, 'a2a:' || c.id FROM a2acards c WHERE c.is_active;
+
+-- Is a flow active, given its owner's flow_member_keys as an array (built once per query by the
+-- caller)? Every element must be an object whose `type:id` is in the array; an empty or
+-- non-array flow never is.
+CREATE OR REPLACE FUNCTION flow_is_active(flow json, member_keys text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN json_typeof(flow) <> 'array' THEN false
+                WHEN json_array_length(flow) = 0 THEN false
+                ELSE NOT EXISTS (
+                    SELECT 1 FROM json_array_elements(flow) AS e(el)
+                    WHERE json_typeof(e.el) <> 'object'
+                       OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (member_keys), false))
+           END
+$$;
 
 -- AgentItem (rest-api #7, #9): `function.name` shows the agent's name when `function` is a
 -- non-empty object. The jsonb round trip is safe: inputs with NUL characters are refused.

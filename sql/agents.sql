@@ -150,13 +150,7 @@ flows AS (
         OFFSET 0
     ) first
     WHERE :agent_type::text IN ('genai', 'all') AND f.creator_id = :creator_id
-      AND CASE WHEN json_typeof(f.flow) <> 'array' THEN false
-               WHEN json_array_length(f.flow) = 0 THEN false
-               ELSE NOT EXISTS (
-                   SELECT 1 FROM json_array_elements(f.flow) AS e(el)
-                   WHERE json_typeof(e.el) <> 'object'
-                      OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (valid.keys), false))
-          END
+      AND flow_is_active(f.flow, valid.keys)
 )
 SELECT id, name, type, url, schema, title, description, skills, flow, first_type, created_at, updated_at, is_active
 FROM (

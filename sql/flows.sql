@@ -27,13 +27,7 @@ WITH valid AS (
 ),
 computed AS (
     SELECT w.id,
-           CASE WHEN json_typeof(w.flow) <> 'array' THEN false
-                WHEN json_array_length(w.flow) = 0 THEN false
-                ELSE NOT EXISTS (
-                    SELECT 1 FROM json_array_elements(w.flow) AS e(el)
-                    WHERE json_typeof(e.el) <> 'object'
-                       OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (valid.keys), false))
-           END AS active
+           flow_is_active(w.flow, valid.keys) AS active
     FROM agentworkflows w CROSS JOIN valid
     WHERE w.creator_id = :creator_id
 )
@@ -65,13 +59,7 @@ WITH valid AS (
     FROM flow_member_keys k WHERE k.creator_id = :creator_id
 )
 SELECT w.name, w.description, w.flow, w.created_at, w.updated_at, w.id,
-       CASE WHEN json_typeof(w.flow) <> 'array' THEN false
-            WHEN json_array_length(w.flow) = 0 THEN false
-            ELSE NOT EXISTS (
-                SELECT 1 FROM json_array_elements(w.flow) AS e(el)
-                WHERE json_typeof(e.el) <> 'object'
-                   OR NOT coalesce((e.el ->> 'type') || ':' || lower(e.el ->> 'id') = ANY (valid.keys), false))
-       END AS is_active
+       flow_is_active(w.flow, valid.keys) AS is_active
 FROM agentworkflows w CROSS JOIN valid
 WHERE w.creator_id = :creator_id AND (:flow_id::uuid IS NULL OR w.id = :flow_id)
 ORDER BY w.created_at DESC, w.id
