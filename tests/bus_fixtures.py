@@ -9,18 +9,33 @@ import json
 import time
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from genai_backend.app import create_app
 from genai_backend.bus.handlers import Bus
-from genai_backend.config import SETTINGS
+from genai_backend.config import SETTINGS, Settings
 from genai_backend.db import POOL
 from genai_backend.sockets import SOCKETS
 from tests.conftest import User
+from tests.router_double import MASTER_SERVER_BE, RunningRouter
+
+def measure(what: str, seconds: float) -> None:
+    print(f"MEASURE {what} {seconds * 1000:.1f} ms")
+
+
+async def backend_on_router(aiohttp_client: Any, settings: Settings, router: RunningRouter,
+                            **changes: Any) -> TestClient:
+    """The back-end with its bus session connected to the router double."""
+    app = create_app(replace(settings, start_router=True, router_ws_url=router.url, **changes))
+    client: TestClient = await aiohttp_client(app)
+    await router.double.wait_for_client(MASTER_SERVER_BE)
+    return client
+
 
 ECHO_SCHEMA = {"type": "function", "function": {"name": "x", "description": "Echo",
                                                 "parameters": {"type": "object", "properties": {}, "required": []}}}

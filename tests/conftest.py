@@ -85,6 +85,15 @@ async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
 
 
 @pytest.fixture
+async def router() -> AsyncIterator[Any]:
+    """The router double on a real socket (tests/router_double.py)."""
+    from tests.router_double import RunningRouter
+
+    async with RunningRouter() as running:
+        yield running
+
+
+@pytest.fixture
 async def db(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, for asserting what is (not) in the database."""
     conn = await asyncpg.connect(database_dsn)

@@ -24,31 +24,17 @@ from genai_backend.bus.session import ROUTER
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import RawClient, RunningAgent, invoke, run_agent, run_master_agent
-from tests.bus_fixtures import FakeSocket, RecordingBus, is_active, register_agent, wait_for
+from tests.bus_fixtures import FakeSocket, RecordingBus, backend_on_router, is_active, measure, register_agent, wait_for
 from tests.conftest import User
 from tests.router_double import DEFAULT_BE_KEY, MASTER_SERVER_BE, RunningRouter
 
 
-def measure(what: str, seconds: float) -> None:
-    print(f"MEASURE {what} {seconds * 1000:.1f} ms")
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[RunningRouter]:
-    async with RunningRouter() as running:
-        yield running
-
-
-@pytest.fixture
-async def client(settings: Settings, router: RunningRouter, aiohttp_client: Any) -> TestClient:
-    """Overrides conftest's: this app runs its router session against the double.
-
-    `settings` first, so it is torn down (tables truncated) after the app is closed: a handler
-    still in a transaction would otherwise block the TRUNCATE forever."""
-    app = create_app(replace(settings, start_router=True, router_ws_url=router.url))
-    test_client = await aiohttp_client(app)
-    await router.double.wait_for_client(MASTER_SERVER_BE)
-    return test_client
+async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
+    """Overrides conftest's: this app runs its router session against the double."""
+    return await backend_on_router(aiohttp_client, settings, router)
 
 
 @pytest.fixture

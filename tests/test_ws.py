@@ -24,7 +24,7 @@ from genai_backend.bus.invoke import SPARES
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import MasterCall, RunningAgent, invoke, run_agent, run_master_agent
-from tests.bus_fixtures import register_agent
+from tests.bus_fixtures import backend_on_router, measure, register_agent
 from tests.chat_fixtures import (
     API_KEY, CONFIG, chat_frame, collect, open_socket, receive_close, receive_frame, receive_reply, setup_llm,
     socket_path,
@@ -34,27 +34,12 @@ from tests.router_double import DEFAULT_BE_KEY, DEFAULT_ML_KEY, MASTER_SERVER_BE
 from tests.test_files import upload
 
 
-def measure(what: str, seconds: float) -> None:
-    print(f"MEASURE {what} {seconds * 1000:.1f} ms")
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[RunningRouter]:
-    async with RunningRouter() as running:
-        yield running
-
-
-@pytest.fixture
-async def client(settings: Settings, router: RunningRouter, aiohttp_client: Any) -> TestClient:
-    """The back-end on the router double, with its bus running (agent logs reach sockets).
-
-    `aiohttp_client` last: the app must be closed before `settings` truncates the tables, or a
-    bus transaction still in flight would wait on a loop blocked by the truncation.
-    """
-    app = create_app(replace(settings, start_router=True, router_ws_url=router.url, master_agent_timeout=5))
-    test_client = await aiohttp_client(app)
-    await router.double.wait_for_client(MASTER_SERVER_BE)
-    return test_client
+async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
+    """The back-end on the router double, with its bus running (agent logs reach sockets)."""
+    return await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)
 
 
 @pytest.fixture
