@@ -67,7 +67,7 @@ def uuid_error_text(raw: str) -> str:
     return f"invalid group length in group 4: expected 12, found {len(s) - 24}"
 
 
-def parse_uuid(raw: Any, from_string_only: bool = False) -> uuid.UUID:
+def parse_uuid(raw: Any) -> uuid.UUID:
     if isinstance(raw, uuid.UUID):
         return raw
     if not isinstance(raw, str):
