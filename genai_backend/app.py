@@ -11,6 +11,7 @@ from genai_backend.api import chats, files, llm, ws
 from genai_backend.api import a2a_agents, mcp_servers
 from genai_backend.auth.middleware import auth_middleware
 from genai_backend.bus.invoke import invoker_ctx
+from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.bus.session import router_ctx
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.cors import add_cors_headers, cors_middleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[SOCKETS] = SocketRegistry()
+    app[CATALOGUES] = Catalogues()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(router_ctx)

@@ -29,5 +29,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=encode(data), status=status, headers=headers, content_type="application/json")
 
 
+def encoded_json_response(body: bytes, status: int = 200) -> web.Response:
+    """A response for a body `encode` produced earlier (a cached answer)."""
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
 def no_content() -> web.Response:
     return web.Response(status=204)

@@ -18,8 +18,10 @@ from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.migrations import MIGRATIONS_DIR, apply_migrations, rollback_migrations, yoyo_uri
 from tests.pg import embedded_server, throwaway_database
 
-ALL = ["0001_initial", "0002_contract_changes", "0003_views"]
+ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
+# Our own bookkeeping, not part of data-model.md.
+SERVICE_TABLES = {"catalogue_changes"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,12 @@ def _schema(dsn: str) -> dict[str, Any]:
     enums = _fetch(dsn, """
         SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)
         FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY 1 ORDER BY 1""")
-    return {"columns": columns, "constraints": constraints, "indexes": indexes, "enums": enums}
+    triggers = _fetch(dsn, """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+        JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace ns ON ns.oid = c.relnamespace
+        WHERE ns.nspname = 'public' AND NOT t.tgisinternal ORDER BY 1, 2""")
+    return {"columns": columns, "constraints": constraints, "indexes": indexes, "enums": enums,
+            "triggers": triggers}
 
 
 def _applied_ids(dsn: str) -> set[str]:
@@ -222,7 +229,7 @@ EXPECTED_INDEXES = {
 
 def _assert_contract_schema(dsn: str) -> None:
     """The schema is the one data-model.md describes, with the contract's two changes."""
-    assert _app_tables(dsn) == set(EXPECTED_COLUMNS)
+    assert _app_tables(dsn) - SERVICE_TABLES == set(EXPECTED_COLUMNS)
 
     columns: dict[str, dict[str, tuple[str, bool]]] = {}
     defaults: dict[tuple[str, str], str | None] = {}
@@ -350,6 +357,9 @@ def test_migrations_stairway(dsn: str) -> None:
 
 def test_rollback_migrations_removes_everything(dsn: str) -> None:
     apply_migrations(dsn)
+    assert rollback_migrations(dsn, 1) == ["0004_catalogue_changes"]
+    assert _fetch(dsn, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal") == []
+    assert "catalogue_changes" not in _public_tables(dsn)
     assert rollback_migrations(dsn, 1) == ["0003_views"]
     assert _fetch(dsn, "SELECT viewname FROM pg_views WHERE schemaname = 'public'") == []
     assert rollback_migrations(dsn, 1) == ["0002_contract_changes"]
@@ -461,7 +471,7 @@ def test_apply_migrations_clears_lock_left_by_killed_process(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
     started = time.monotonic()
-    assert apply_migrations(dsn) == ALL[1:]
+    assert apply_migrations(dsn) == ALL[-2:]
     assert time.monotonic() - started < 5
 
 

@@ -10,6 +10,7 @@ from aiohttp_apigami import docs, response_schema
 
 from genai_backend.auth.middleware import DUAL, USER, USER_ID, USER_OR_AGENT, auth
 from genai_backend.auth.tokens import issue_agent_token
+from genai_backend.catalogues import CATALOGUES
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.discovery.a2a import a2a_properties, a2a_schema
@@ -18,7 +19,7 @@ from genai_backend.discovery.urls import UrlError, normalise_url
 from genai_backend.errors import BadRequestError, ServerError
 from genai_backend.flows_state import reevaluate_flows
 from genai_backend.naming import normalise_name, with_unique_alias
-from genai_backend.responses import json_response, no_content
+from genai_backend.responses import encode, encoded_json_response, json_response, no_content
 from genai_backend.schemas.agents import (
     ActiveListSchema,
     ActiveQuerySchema,
@@ -142,16 +143,27 @@ class AgentsView(web.View):
     @response_schema(AgentItemSchema(many=True), 200)
     async def get(self) -> web.Response:
         q = self.request["query"]
-        page: dict[str, Any] = {"creator_id": self.request[USER_ID],
-                                "offset": clamp(q["offset"]), "limit": clamp(q["limit"])}
-        pool = self.request.app[POOL]
+        creator_id = self.request[USER_ID]
+        page = {"creator_id": creator_id, "offset": clamp(q["offset"]), "limit": clamp(q["limit"])}
         if "name" in q:
-            rows = queries.list_agents_by_name(pool, name=q["name"], **page)
+            variant: tuple[Any, ...] = ("name", q["name"])
         elif "description" in q:
-            rows = queries.list_agents_by_description(pool, pattern=like_escape(q["description"]), **page)
+            variant = ("description", q["description"])
         else:
-            rows = queries.list_agents(pool, **page)
-        return json_response([dict(row) async for row in rows])
+            variant = ("all", None)
+
+        async def build(conn: asyncpg.Connection) -> bytes:
+            if "name" in q:
+                rows = queries.list_agents_by_name(conn, name=q["name"], **page)
+            elif "description" in q:
+                rows = queries.list_agents_by_description(conn, pattern=like_escape(q["description"]), **page)
+            else:
+                rows = queries.list_agents(conn, **page)
+            return encode([dict(row) async for row in rows])
+
+        body = await self.request.app[CATALOGUES].answer(
+            self.request.app[POOL], creator_id, ("agents", *variant, page["offset"], page["limit"]), build)
+        return encoded_json_response(body)
 
 
 class ActiveAgentsView(web.View):
@@ -164,11 +176,18 @@ class ActiveAgentsView(web.View):
     @response_schema(DetailSchema, 400, description="Credential mix-up (README §3)")
     async def get(self) -> web.Response:
         q = self.request["query"]
-        rows = queries.list_active_connections(
-            self.request.app[POOL], creator_id=self.request[USER_ID], agent_type=q["agent_type"],
-            offset=clamp(q["offset"]), limit=clamp(q["limit"]))
-        items = [active_item(row) async for row in rows]
-        return json_response({"count_active_connections": len(items), "active_connections": items})
+        creator_id = self.request[USER_ID]
+        agent_type, offset, limit = q["agent_type"], clamp(q["offset"]), clamp(q["limit"])
+
+        async def build(conn: asyncpg.Connection) -> bytes:
+            rows = queries.list_active_connections(
+                conn, creator_id=creator_id, agent_type=agent_type, offset=offset, limit=limit)
+            items = [active_item(row) async for row in rows]
+            return encode({"count_active_connections": len(items), "active_connections": items})
+
+        body = await self.request.app[CATALOGUES].answer(
+            self.request.app[POOL], creator_id, ("active", agent_type, offset, limit), build)
+        return encoded_json_response(body)
 
 
 class AgentView(web.View):

@@ -1,4 +1,5 @@
-"""Periodic work inside the service (no Celery, no Redis, no pg_cron): tool refresh and log retention."""
+"""Periodic work inside the service (no Celery, no Redis, no pg_cron): tool refresh, log retention,
+and pruning of the catalogue change records."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ from contextlib import suppress
 
 from aiohttp import web
 
+from genai_backend.catalogues import MAX_AGE, prune_changes
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
@@ -56,6 +58,9 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         # background-jobs.md §2: the first refresh one period after start-up, not immediately.
         tasks.append(asyncio.create_task(
             run_periodically("tool refresh", refresh, first_delay=period, period=period), name="tool refresh"))
+        tasks.append(asyncio.create_task(
+            run_periodically("catalogue change pruning", lambda: prune_changes(pool), first_delay=MAX_AGE,
+                             period=MAX_AGE), name="catalogue change pruning"))
         if settings.log_retention_days > 0:  # 0 keeps logs forever
             tasks.append(asyncio.create_task(
                 run_periodically("log retention", retention, first_delay=RETENTION_FIRST_DELAY,
