@@ -11,5 +11,5 @@ BEGIN
     END LOOP;
 END
 $$;
-DROP FUNCTION IF EXISTS note_catalogue_change();
 DROP TABLE IF EXISTS catalogue_changes;
+DROP FUNCTION IF EXISTS note_catalogue_change();

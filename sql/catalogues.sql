@@ -15,6 +15,8 @@ SELECT EXISTS (
 );
 
 -- Changes older than any cached answer may be (catalogues.MAX_AGE) are never looked at again.
+-- Deleting records counts as a change for everyone (migration 0004): each run costs every cached
+-- answer one rebuild, about as often as they expire anyway.
 -- name: prune_catalogue_changes(older_than_seconds)$
 WITH deleted AS (
     DELETE FROM catalogue_changes
