@@ -69,10 +69,4 @@ class Catalogues:
         return body
 
 
-async def prune_changes(pool: asyncpg.Pool) -> int:
-    """Forget changes no cached answer can predate (run periodically; any instance may run it)."""
-    deleted: int = await queries.prune_catalogue_changes(pool, older_than_seconds=2 * MAX_AGE)
-    return deleted
-
-
 CATALOGUES = web.AppKey("catalogues", Catalogues)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosql
+from aiosql.adapters.asyncpg import AsyncPGAdapter
 import asyncpg
 import orjson
 from aiohttp import web
@@ -18,7 +19,66 @@ from genai_backend.config import SETTINGS, ConfigError
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-queries: Any = aiosql.from_path(SQL_DIR, "asyncpg")
+
+
+class _Acquired:
+    """A pool's connection for one call, or the connection given."""
+
+    __slots__ = ("client", "conn")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if isinstance(self.client, asyncpg.Pool):
+            self.conn = await self.client.acquire()
+            return self.conn
+        return self.client  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            await self.client.release(self.conn)
+
+
+class _Adapter(AsyncPGAdapter):
+    """aiosql's asyncpg adapter, except for telling a pool from a connection.
+
+    The stock one asks `"acquire" in dir(client)` on every call, which builds and sorts the list
+    of every attribute: measured, 6 % of the CPU of a cached GET /api/agents/.
+    """
+
+    async def select(self, conn: Any, query_name: str, sql: str, parameters: Any,
+                     record_class: Any = None) -> AsyncIterator[Any]:
+        assert record_class is None, "record classes are not used here"
+        async with _Acquired(conn) as connection:
+            rows = await connection.fetch(sql, *self.maybe_order_params(query_name, parameters))
+        for row in rows:
+            yield row
+
+    async def select_one(self, conn: Any, query_name: str, sql: str, parameters: Any,
+                         record_class: Any = None) -> Any:
+        assert record_class is None, "record classes are not used here"
+        async with _Acquired(conn) as connection:
+            return await connection.fetchrow(sql, *self.maybe_order_params(query_name, parameters))
+
+    async def select_value(self, conn: Any, query_name: str, sql: str, parameters: Any) -> Any:
+        async with _Acquired(conn) as connection:
+            return await connection.fetchval(sql, *self.maybe_order_params(query_name, parameters))
+
+    async def insert_returning(self, conn: Any, query_name: str, sql: str, parameters: Any) -> Any:
+        async with _Acquired(conn) as connection:
+            row = await connection.fetchrow(sql, *self.maybe_order_params(query_name, parameters))
+        if not row:
+            return None
+        return row[0] if len(row) == 1 else row
+
+    async def insert_update_delete(self, conn: Any, query_name: str, sql: str, parameters: Any) -> Any:
+        async with _Acquired(conn) as connection:
+            return await connection.execute(sql, *self.maybe_order_params(query_name, parameters))
+
+
+queries: Any = aiosql.from_path(SQL_DIR, _Adapter)
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 DSN = web.AppKey("dsn", str)

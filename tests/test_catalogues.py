@@ -13,8 +13,10 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from genai_backend.catalogues import CATALOGUES, Catalogues, prune_changes
+from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.db import POOL
+from genai_backend.jobs.locks import PRUNE_LOCK
+from genai_backend.jobs.retention import prune_catalogue_changes
 from tests.bus_fixtures import active_agent, insert_a2a_card, insert_mcp_server, register_agent
 from tests.conftest import User
 
@@ -165,9 +167,15 @@ async def test_pruning_forgets_only_old_change_records(client: TestClient, user:
     await register_agent(client, user)
     await db.execute("INSERT INTO catalogue_changes (creator_id, changed_at) "
                      "VALUES ($1, now() AT TIME ZONE 'UTC' - interval '1 day')", uuid.UUID(user.id))
-    assert await prune_changes(client.app[POOL]) == 1
+    assert await prune_catalogue_changes(client.app[POOL]) == 1
     assert await db.fetchval("SELECT count(*) FROM catalogue_changes WHERE changed_at < now() - interval '1 hour'") == 0
     assert await db.fetchval("SELECT count(*) FROM catalogue_changes WHERE creator_id = $1", uuid.UUID(user.id)) == 1
+    # Another instance pruning: this one skips.
+    await db.execute("SELECT pg_advisory_lock($1)", PRUNE_LOCK)
+    try:
+        assert await prune_catalogue_changes(client.app[POOL]) is None
+    finally:
+        await db.execute("SELECT pg_advisory_unlock($1)", PRUNE_LOCK)
 
 
 async def test_a_clean_up_that_empties_every_table_but_users_leaves_nothing_cached(

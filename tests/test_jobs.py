@@ -18,8 +18,9 @@ from genai_backend.config import Settings
 from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
 from genai_backend.jobs import run_periodically
-from genai_backend.jobs.refresh import REFRESH_LOCK, RefreshReport, refresh_tools
-from genai_backend.jobs.retention import RETENTION_LOCK, delete_expired_logs
+from genai_backend.jobs.locks import REFRESH_LOCK, RETENTION_LOCK
+from genai_backend.jobs.refresh import RefreshReport, refresh_tools
+from genai_backend.jobs.retention import delete_expired_logs
 from tests.conftest import User, make_user, with_settings
 from tests.tool_servers import REIMBURSEMENT_CARD, UvicornServer, card_server, hanging_server, mcp_server
 

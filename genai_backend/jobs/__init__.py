@@ -9,12 +9,12 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from genai_backend.catalogues import MAX_AGE, prune_changes
+from genai_backend.catalogues import MAX_AGE
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
 from genai_backend.jobs.refresh import refresh_tools
-from genai_backend.jobs.retention import delete_expired_logs
+from genai_backend.jobs.retention import delete_expired_logs, prune_catalogue_changes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(
             run_periodically("tool refresh", refresh, first_delay=period, period=period), name="tool refresh"))
         tasks.append(asyncio.create_task(
-            run_periodically("catalogue change pruning", lambda: prune_changes(pool), first_delay=MAX_AGE,
+            run_periodically("catalogue change pruning", lambda: prune_catalogue_changes(pool), first_delay=MAX_AGE,
                              period=MAX_AGE), name="catalogue change pruning"))
         if settings.log_retention_days > 0:  # 0 keeps logs forever
             tasks.append(asyncio.create_task(

@@ -20,12 +20,11 @@ from genai_backend.discovery.a2a import CardUnavailable
 from genai_backend.discovery.client import Discovery
 from genai_backend.discovery.mcp import McpUnavailable
 from genai_backend.flows_state import reevaluate_flows
+from genai_backend.jobs.locks import REFRESH_LOCK, job_lock
 from genai_backend.schemas.mcp_servers import tool_rows
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key of this job; any constant works as long as every instance uses the same one.
-REFRESH_LOCK = 0x67656E6169_01
 CONCURRENCY = 10
 
 
@@ -45,16 +44,11 @@ async def refresh_tools(pool: asyncpg.Pool, discovery: Discovery, timeout: float
                         concurrency: int = CONCURRENCY) -> RefreshReport:
     """One refresh cycle, unless another instance is running one (then it is skipped, not queued)."""
     started = time.perf_counter()
-    # The lock is a session lock, so it lives on one dedicated connection for the whole cycle; if
-    # that connection dies, PostgreSQL releases the lock by itself.
-    async with pool.acquire() as lock_conn:
-        if not await queries.try_job_lock(lock_conn, lock_key=REFRESH_LOCK):
+    async with job_lock(pool, REFRESH_LOCK) as locked:
+        if not locked:
             log.info("tool refresh skipped: another instance holds the lock")
             return RefreshReport(skipped=True)
-        try:
-            report = await _refresh(pool, discovery, timeout, asyncio.Semaphore(concurrency))
-        finally:
-            await queries.release_job_lock(lock_conn, lock_key=REFRESH_LOCK)
+        report = await _refresh(pool, discovery, timeout, asyncio.Semaphore(concurrency))
     report.seconds = time.perf_counter() - started
     log.info("tool refresh: %d reachable, %d unreachable, %d failed, flows of %d owners re-evaluated in %.2f s",
              len(report.reachable), len(report.unreachable), len(report.failed), len(report.changed_owners),
