@@ -9,7 +9,7 @@ from aiohttp import web
 from genai_backend.api import agents, flows, health, logs, profiles, users
 from genai_backend.api import chats, files, llm, ws
 from genai_backend.api import a2a_agents, mcp_servers
-from genai_backend.auth.middleware import auth_middleware
+from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
 from genai_backend.bus.invoke import invoker_ctx
 from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.bus.session import router_ctx
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SOCKETS] = SocketRegistry()
     app[CATALOGUES] = Catalogues()
+    app[KNOWN_USERS] = KnownUsers()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(router_ctx)

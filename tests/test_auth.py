@@ -1,12 +1,14 @@
 """The user-token guard: every failure mode of spec README §1 with its exact body and header."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import jwt
 from aiohttp.test_utils import TestClient
 
+from genai_backend.auth.middleware import KNOWN_USERS
 from genai_backend.config import SETTINGS
 from tests.conftest import User
 
@@ -53,6 +55,28 @@ async def test_token_of_deleted_user_is_401(client: TestClient, user: User, db) 
     resp = await _get(client, user, user.headers)
     assert resp.status == 401
     assert await resp.json() == INVALID
+
+
+async def test_a_user_deleted_after_a_request_is_refused_once_the_check_expires(
+        client: TestClient, user: User, db) -> None:
+    known = client.app[KNOWN_USERS]
+    known.ttl = 0.2
+    assert (await _get(client, user, user.headers)).status == 200
+    await db.execute("DELETE FROM users WHERE id = $1", uuid.UUID(user.id))
+    await asyncio.sleep(0.25)
+    for _ in range(2):
+        resp = await _get(client, user, user.headers)
+        assert resp.status == 401
+        assert await resp.json() == INVALID
+
+
+async def test_known_users_stay_bounded(client: TestClient, user: User, other_user: User) -> None:
+    known = client.app[KNOWN_USERS]
+    known.max_size = 1
+    for _ in range(2):
+        for who in (user, other_user):
+            assert (await _get(client, who, who.headers)).status == 200
+            assert len(known._seen) == 1
 
 
 async def test_auth_runs_before_validation(client: TestClient) -> None:

@@ -6,6 +6,7 @@ the acting user before any parameter is validated, as the reference does (errors
 from __future__ import annotations
 
 import hmac
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +30,35 @@ USER_ID = web.RequestKey("user_id", uuid.UUID)
 
 T = TypeVar("T")
 _ATTR = "__auth_mode__"
+
+
+class KnownUsers:
+    """Users seen to exist in the last `ttl` seconds, so a burst of requests asks the database once.
+
+    Nothing in the API deletes a user; one deleted directly in the database is refused within
+    `ttl`. Agent tokens are not cached: an agent deleted through the API must fail at once (D25).
+    """
+
+    def __init__(self, ttl: float = 1.0, max_size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._seen: dict[uuid.UUID, float] = {}
+
+    async def exists(self, request: web.Request, user_id: uuid.UUID) -> bool:
+        now = time.monotonic()
+        seen = self._seen.get(user_id)
+        if seen is not None and now - seen < self.ttl:
+            return True
+        if not await queries.user_exists(request.app[POOL], user_id=user_id):
+            self._seen.pop(user_id, None)
+            return False
+        if len(self._seen) >= self.max_size:
+            self._seen.clear()
+        self._seen[user_id] = now
+        return True
+
+
+KNOWN_USERS = web.AppKey("known_users", KnownUsers)
 
 
 
@@ -72,7 +102,7 @@ async def user_from_token(request: web.Request, token: str, allow_agent: bool) -
         if allow_agent and await queries.agent_belongs_to(pool, agent_id=claims.sub, creator_id=claims.user_id):
             return claims.user_id
         raise UnauthorizedError(TOKEN_INVALID)
-    if not await queries.user_exists(pool, user_id=claims.sub):
+    if not await request.app[KNOWN_USERS].exists(request, claims.sub):
         raise UnauthorizedError(TOKEN_INVALID)
     return claims.sub
 
@@ -103,7 +133,7 @@ async def _dual(request: web.Request) -> uuid.UUID:
         claims = tokens.decode(token, request.app[SETTINGS].secret_key)
     except tokens.InvalidToken:
         raise BadRequestError("JWT token is invalid or expired") from None
-    if claims.user_id is not None or not await queries.user_exists(request.app[POOL], user_id=claims.sub):
+    if claims.user_id is not None or not await request.app[KNOWN_USERS].exists(request, claims.sub):
         raise BadRequestError("JWT token is invalid or expired")
     return claims.sub
 
