@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import sys
@@ -37,6 +38,13 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
     libc.mallopt(-8, arenas)  # -8 = M_ARENA_MAX
 
 
+async def _freeze_heap(app: object) -> None:
+    # What start-up imported and built lives as long as the process. Frozen, the cyclic GC no
+    # longer walks it on every full collection: one took ~30 ms before, a visible p99 stall.
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -50,7 +58,9 @@ def _serve(settings: Settings) -> None:
         loop = asyncio.new_event_loop()
     log.info("serving on http://%s:%s (docs at /docs)", settings.host, settings.port)
     # run_app owns the loop from here and closes it.
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=loop,
+    app = create_app(settings)
+    app.on_startup.append(_freeze_heap)
+    web.run_app(app, host=settings.host, port=settings.port, loop=loop,
                 shutdown_timeout=10, print=None, access_log=None)
 
 

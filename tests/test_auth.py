@@ -83,3 +83,21 @@ async def test_auth_runs_before_validation(client: TestClient) -> None:
     resp = await client.patch("/api/profiles/None", data="{bad json", headers={"Content-Type": "application/json"})
     assert resp.status == 401
     assert await resp.json() == NOT_AUTH
+
+
+async def test_bcrypt_runs_in_idle_priority_processes_that_are_replaced_when_killed() -> None:
+    import os
+    import signal
+
+    from genai_backend.auth import passwords
+
+    hashed = await passwords.hash_password("s3cret!")
+    pool = passwords._HASHERS.get()
+    workers = list(pool._processes.values())  # type: ignore[union-attr]
+    assert workers and all(w.pid != os.getpid() for w in workers)
+    assert {os.sched_getscheduler(w.pid) for w in workers} == {os.SCHED_IDLE}
+    os.kill(workers[0].pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    assert await passwords.verify_password("s3cret!", hashed)
+    assert not await passwords.verify_password("wrong", hashed)
+    assert passwords._HASHERS.get() is not pool

@@ -1,14 +1,16 @@
 """bcrypt hashing off the event loop: one hash costs ~250 ms of CPU (D11).
 
-The work runs in a small pool of low-priority threads: on a 2-core machine a burst of logins
-would otherwise take every core from the event-loop thread, and every other request would wait.
+The work runs in a small pool of low-priority worker processes, not threads. On a 2-core machine a
+burst of logins otherwise takes every core, and a hashing thread shares the event loop's GIL: when
+the scheduler parks a low-priority thread that holds it, the event loop waits with it.
 """
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import bcrypt
 
@@ -18,15 +20,47 @@ _NICENESS = 10
 
 
 def _lower_priority() -> None:
-    # Linux schedules threads individually, so this lowers only the hashing thread.
+    # SCHED_IDLE yields the core the moment anything else wants it; a nice level is the fallback.
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICENESS)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        pass
+        try:
+            os.nice(_NICENESS)
+        except OSError:
+            pass
 
 
-_EXECUTOR = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2)), thread_name_prefix="bcrypt",
-                               initializer=_lower_priority)
+class _Hashers:
+    """Worker processes started on first use (start-up and idle memory stay small)."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: a fork would copy a process that runs threads and holds sockets.
+            self._pool = ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 2),
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_lower_priority)
+        return self._pool
+
+    def discard(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_HASHERS = _Hashers()
+
+
+async def _run(fn: object, *args: bytes) -> object:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
+    except BrokenProcessPool:
+        # A worker was killed (OOM killer, a signal): start new ones and try once more.
+        _HASHERS.discard()
+        return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
 
 
 def _prepare(password: str) -> bytes:
@@ -46,15 +80,15 @@ def _check(secret: bytes, hashed: bytes) -> bool:
 
 
 async def hash_password(password: str) -> str:
-    hashed = await asyncio.get_running_loop().run_in_executor(_EXECUTOR, _hash, _prepare(password))
+    hashed = await _run(_hash, _prepare(password))
+    assert isinstance(hashed, bytes)
     return hashed.decode("ascii")
 
 
 async def verify_password(password: str, hashed: str | None) -> bool:
     if not hashed:
         return False
-    return await asyncio.get_running_loop().run_in_executor(
-        _EXECUTOR, _check, _prepare(password), hashed.encode("ascii"))
+    return bool(await _run(_check, _prepare(password), hashed.encode("ascii")))
 
 
 # Verified against when the user does not exist, so response time does not reveal valid usernames.
