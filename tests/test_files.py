@@ -1,9 +1,12 @@
 """File upload, download and metadata (rest-api #39-#43) against the real database and a temp files dir."""
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from genai_backend import storage
 from genai_backend.app import create_app
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.db import queries
@@ -117,6 +121,72 @@ async def test_upload_file_at_limit_and_one_byte_over(small_client: TestClient, 
     assert await db.fetchval("SELECT count(*) FROM files") == 1
     await upload(small_client, user, os.urandom(limit * 20), "way-over.bin", status=413)
     assert len(files_on_disk(small_client)) == 1
+
+
+async def test_upload_spilled_to_disk_in_batches(small_client: TestClient, password_hash: str, db,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small reads and batches: the file is created and written to before the part has ended.
+    monkeypatch.setattr(storage, "CHUNK", 4096)
+    monkeypatch.setattr(storage, "FLUSH", 8192)
+    user = await make_user(small_client, password_hash)
+    limit = 64 * 1024
+    content = os.urandom(limit)
+    file_id = (await upload(small_client, user, content, "spilled.bin"))["id"]
+    resp = await small_client.get(f"/files/{file_id}", headers=user.headers)
+    assert await resp.read() == content
+    await upload(small_client, user, os.urandom(limit + 1), "over.bin", status=413)
+    assert files_on_disk(small_client) == [f"{file_id}.bin"]
+    assert await db.fetchval("SELECT count(*) FROM files") == 1
+
+
+async def test_upload_cancelled_during_commit_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cancelled await does not stop the disk thread: the file it creates afterwards must go too.
+    started, release, written = threading.Event(), threading.Event(), threading.Event()
+    write = storage.Received._write
+
+    def held_write(self: storage.Received, chunks: list[bytes]) -> None:
+        started.set()
+        release.wait(10)
+        write(self, chunks)
+        written.set()
+
+    monkeypatch.setattr(storage.Received, "_write", held_write)
+    received = storage.Received(tmp_path / "upload.bin")
+    await received.append(b"data")
+    commit = asyncio.create_task(received.commit())
+    assert await asyncio.to_thread(started.wait, 10)
+    commit.cancel()
+    with suppress(asyncio.CancelledError):
+        await commit
+    received.discard()
+    release.set()
+    assert await asyncio.to_thread(written.wait, 10)
+    for _ in range(100):
+        if not os.listdir(tmp_path):
+            break
+        await asyncio.sleep(0.05)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_download_to_stalled_reader_is_complete(client: TestClient, user: User,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # sendfile(2) gives up on a reader that stops reading; the loop then sends the rest.
+    monkeypatch.setattr(storage, "_SEND_STALL_MS", 1)
+    sends: list[tuple[int, int]] = []
+    send_file = storage._send_file
+
+    def recorded(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+        sent = send_file(sock_fd, file_fd, offset, count)
+        sends.append((sent, count))
+        return sent
+
+    monkeypatch.setattr(storage, "_send_file", recorded)
+    content = os.urandom(32 * 1024 * 1024)
+    file_id = (await upload(client, user, content, "big.bin", "application/octet-stream"))["id"]
+    resp = await client.get(f"/files/{file_id}", headers=user.headers)
+    await asyncio.sleep(0.2)
+    assert await resp.read() == content
+    assert len(sends) == 1 and sends[0][0] < sends[0][1]
 
 
 async def test_upload_hostile_file_name_stays_in_files_dir(client: TestClient, user: User, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_apigami import docs, response_schema
 
@@ -19,7 +20,7 @@ from genai_backend.schemas.files import (
     FileCreatedSchema, FileListQuerySchema, FilePathSchema, FileSchema, SessionFileSchema, SessionFilesQuerySchema,
 )
 from genai_backend.schemas.users import DetailSchema
-from genai_backend.storage import FILES, Received, SaveFailed, TooLarge, suffix_of
+from genai_backend.storage import FILES, FileDownload, Received, SaveFailed, TooLarge, suffix_of
 from genai_backend.validation import FieldError, error, parse_uuid, path, query
 
 SAVE_FAILED = "Failed to save file"
@@ -88,7 +89,7 @@ class FilesView(web.View):
                 self.request.app[POOL], file_id=file_id, creator_id=self.request[USER_ID],
                 session_id=fields.get("session_id"), request_id=fields.get("request_id"),
                 mimetype=fields["mimetype"], original_name=fields["original_name"],
-                internal_name=received.final.name, from_agent="request_id" in fields and "session_id" in fields)
+                internal_name=received.path.name, from_agent="request_id" in fields and "session_id" in fields)
         except (SaveFailed, asyncpg.PostgresError):
             # Whatever failed after the bytes reached the disk, they must not stay there.
             if received is not None:
@@ -108,7 +109,10 @@ class FilesView(web.View):
         file_error: FieldError | None = None
         store = self.request.app[FILES]
         try:
-            if self.request.content_type == "multipart/form-data":
+            # aiohttp's `request.content_type` runs the e-mail header parser (~0.3 ms); a plain
+            # split is what the reference's parser (python-multipart) does anyway.
+            mime = parse_mimetype(self.request.headers.get(hdrs.CONTENT_TYPE, ""))
+            if (mime.type, mime.subtype) == ("multipart", "form-data"):
                 reader = await self.request.multipart()
                 async for part in reader:
                     if not isinstance(part, BodyPartReader):
@@ -182,7 +186,7 @@ class FileView(web.View):
         file_path = store.path(row["internal_name"])
         if file_path is None or not await store.existing([row["internal_name"]]):
             raise ServerError(f"Metadata of file {row['internal_id']} exists, but file was not found")
-        return web.FileResponse(file_path, headers={
+        return FileDownload(file_path, headers={
             hdrs.CONTENT_TYPE: content_type(row["mimetype"]),
             hdrs.CONTENT_DISPOSITION: f'attachment; filename="{row["internal_name"]}"',
             # Uploads are someone else's content: never let a browser guess them into HTML.
