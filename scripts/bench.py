@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -341,6 +342,8 @@ async def main() -> None:
 
     async with AsyncExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="genai-bench-"))
+        # Registered first, so it runs last: after the service and PostgreSQL have stopped.
+        stack.callback(shutil.rmtree, tmp, True)
         if args.dsn:
             dsn = args.dsn
         else:

@@ -30,6 +30,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,6 +305,8 @@ def report(level: Level, args: argparse.Namespace) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> None:
     async with AsyncExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="genai-bench-chat-"))
+        # Registered first, so it runs last: after the service and PostgreSQL have stopped.
+        stack.callback(shutil.rmtree, tmp, True)
         if args.dsn:
             dsn = args.dsn
         else:
