@@ -15,6 +15,7 @@ from genai_backend.discovery.urls import UrlError, origin
 from genai_backend.schemas.a2a_cards import A2ACardSchema
 
 log = logging.getLogger(__name__)
+_CARDS = A2ACardSchema()
 
 CARD_PATH = "/.well-known/agent.json"
 # The newer A2A name, tried when the classic one is 404.
@@ -56,7 +57,7 @@ async def fetch_card(url: str, *, session: aiohttp.ClientSession, timeout: float
     except (ValueError, RecursionError) as exc:
         raise CardUnavailable(f"the agent card of {base} is not JSON") from exc
     try:
-        return stored_card(A2ACardSchema().load(data), base)
+        return stored_card(_CARDS.load(data), base)
     except ValidationError as exc:
         raise CardUnavailable(f"the agent card of {base} is invalid: {exc.messages}") from exc
     except RecursionError as exc:  # free-form parts (securitySchemes) can nest deeply
