@@ -144,25 +144,21 @@ class AgentsView(web.View):
     async def get(self) -> web.Response:
         q = self.request["query"]
         creator_id = self.request[USER_ID]
-        page = {"creator_id": creator_id, "offset": clamp(q["offset"]), "limit": clamp(q["limit"])}
+        offset, limit = clamp(q["offset"]), clamp(q["limit"])
         if "name" in q:
-            variant: tuple[Any, ...] = ("name", q["name"])
+            listing, match = queries.list_agents_by_name, {"name": q["name"]}
         elif "description" in q:
-            variant = ("description", q["description"])
+            listing, match = queries.list_agents_by_description, {"pattern": like_escape(q["description"])}
         else:
-            variant = ("all", None)
+            listing, match = queries.list_agents, {}
 
         async def build(conn: asyncpg.Connection) -> bytes:
-            if "name" in q:
-                rows = queries.list_agents_by_name(conn, name=q["name"], **page)
-            elif "description" in q:
-                rows = queries.list_agents_by_description(conn, pattern=like_escape(q["description"]), **page)
-            else:
-                rows = queries.list_agents(conn, **page)
+            rows = listing(conn, creator_id=creator_id, offset=offset, limit=limit, **match)
             return encode([dict(row) async for row in rows])
 
-        body = await self.request.app[CATALOGUES].answer(
-            self.request.app[POOL], creator_id, ("agents", *variant, page["offset"], page["limit"]), build)
+        # The parameter's name tells the listings apart: `name` and `pattern` never share a key.
+        variant = ("agents", *match.items(), offset, limit)
+        body = await self.request.app[CATALOGUES].answer(self.request.app[POOL], creator_id, variant, build)
         return encoded_json_response(body)
 
 
