@@ -14,12 +14,9 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,11 +27,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.agents_helpers import run_master_agent  # noqa: E402
-from tests.router_double import DEFAULT_BE_KEY, RunningRouter  # noqa: E402
+# benchkit first: it puts the project root on sys.path for `tests`.
+from benchkit import ROOT, free_port, percentile, start_world, wait_ready
+from tests.agents_helpers import run_master_agent
+from tests.router_double import DEFAULT_BE_KEY
 
 PASSWORD = "Bench!pass1"
 GROUPS = ("http", "login", "files", "chat")
@@ -64,26 +60,11 @@ uvloop.run(main(int(sys.argv[1]), sys.argv[2]))
 '''
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Result(dict):  # type: ignore[type-arg]
@@ -125,20 +106,6 @@ async def get_json(http: aiohttp.ClientSession, url: str, check: Callable[[Any],
         if resp.status != 200:
             return False
         return check(await resp.json())
-
-
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} never became ready")
 
 
 async def load_data(http: aiohttp.ClientSession, base: str, dsn: str) -> dict[str, Any]:
@@ -341,25 +308,10 @@ async def main() -> None:
     args = parser.parse_args()
 
     async with AsyncExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix="genai-bench-"))
-        # Registered first, so it runs last: after the service and PostgreSQL have stopped.
-        stack.callback(shutil.rmtree, tmp, True)
-        if args.dsn:
-            dsn = args.dsn
-        else:
-            from genai_backend.embedded_db import EmbeddedPostgres
-
-            pg = EmbeddedPostgres(tmp / "pgdata")
-            dsn = await asyncio.to_thread(pg.start)
-            stack.callback(pg.stop, True)
-        router = RunningRouter()
-        await router.start()
-        stack.push_async_callback(router.stop)
-
-        port, bare_port = free_port(), free_port()
-        env = {**os.environ, "SQLALCHEMY_ASYNC_DATABASE_URI": dsn, "SECRET_KEY": secrets.token_hex(32),
-               "PORT": str(port), "HOST": "127.0.0.1", "ROUTER_WS_URL": router.url,
-               "DEFAULT_FILES_FOLDER_NAME": str(tmp / "files"), "CELERY_BEAT_INTERVAL_MINUTES": "60"}
+        world = await start_world(stack, "genai-bench-", args.dsn)
+        tmp, dsn, router, port = world.tmp, world.dsn, world.router, world.port
+        bare_port = free_port()
+        env = {**os.environ, **world.service_env()}
         service = subprocess.Popen([sys.executable, "-m", "genai_backend"], env=env, cwd=ROOT,
                                    stdout=subprocess.DEVNULL, stderr=open(tmp / "service.log", "w"))
         stack.callback(lambda: (service.send_signal(signal.SIGTERM), service.wait(20)))

@@ -29,12 +29,9 @@ import asyncio
 import json
 import os
 import random
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -45,11 +42,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.agents_helpers import MasterCall, run_master_agent  # noqa: E402
-from tests.router_double import DEFAULT_BE_KEY, RunningRouter  # noqa: E402
+# benchkit first: it puts the project root on sys.path for `tests`.
+from benchkit import ROOT, percentile, start_world, wait_ready
+from tests.agents_helpers import MasterCall, run_master_agent
+from tests.router_double import DEFAULT_BE_KEY
 
 TIMINGS_PATH = "/bench/chat-timings"
 # Users are inserted directly with tokens minted from the service's key: logins are not measured
@@ -132,35 +128,6 @@ async def _library_invoker_ctx(app: Any) -> Any:
 
 
 # --- the load generator --------------------------------------------------------------------------
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} never became ready")
-
 
 async def make_users(http: aiohttp.ClientSession, base: str, dsn: str, secret: str, count: int) -> list[str]:
     """Users (inserted directly, tokens minted with the service's key), each with a provider and config."""
@@ -304,24 +271,9 @@ def report(level: Level, args: argparse.Namespace) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     async with AsyncExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix="genai-bench-chat-"))
-        # Registered first, so it runs last: after the service and PostgreSQL have stopped.
-        stack.callback(shutil.rmtree, tmp, True)
-        if args.dsn:
-            dsn = args.dsn
-        else:
-            from genai_backend.embedded_db import EmbeddedPostgres
-
-            pg = EmbeddedPostgres(tmp / "pgdata")
-            dsn = await asyncio.to_thread(pg.start)
-            stack.callback(pg.stop, True)
-        router = RunningRouter()
-        await router.start()
-        stack.push_async_callback(router.stop)
-        port, secret = free_port(), secrets.token_hex(32)
-        env = {**os.environ, "SQLALCHEMY_ASYNC_DATABASE_URI": dsn, "SECRET_KEY": secret, "PORT": str(port),
-               "HOST": "127.0.0.1", "ROUTER_WS_URL": router.url, "DEFAULT_FILES_FOLDER_NAME": str(tmp / "files"),
-               "CELERY_BEAT_INTERVAL_MINUTES": "60", "MASTER_AGENT_TIMEOUT": "30", "BENCH_INVOKER": args.invoker,
+        world = await start_world(stack, "genai-bench-chat-", args.dsn)
+        tmp, dsn, router, port, secret = world.tmp, world.dsn, world.router, world.port, world.secret
+        env = {**os.environ, **world.service_env(), "MASTER_AGENT_TIMEOUT": "30", "BENCH_INVOKER": args.invoker,
                "DB_POOL_SIZE": "20", **({"BENCH_PROFILE": str(Path(args.profile).resolve())} if args.profile else {})}
         backend = subprocess.Popen([sys.executable, __file__, "--serve-backend"], env=env, cwd=ROOT,
                                    stderr=open(tmp / "backend.log", "w"))
