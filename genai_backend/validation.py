@@ -107,11 +107,16 @@ async def _parse_body(request: web.Request, schema: Schema, location: str) -> tu
     return out, errors
 
 
-def handler_schemas(request: web.Request) -> list[Any]:
+def endpoint(request: web.Request) -> Any:
+    """The function that answers this request: a view's method, or the plain handler."""
     handler = request.match_info.handler
     if is_class_based_view(handler):
-        handler = getattr(handler, request.method.lower(), None)
-    return list(getattr(handler, SCHEMAS_ATTR, None) or ())
+        return getattr(handler, request.method.lower(), None)
+    return handler
+
+
+def handler_schemas(request: web.Request) -> list[Any]:
+    return list(getattr(endpoint(request), SCHEMAS_ATTR, None) or ())
 
 
 @web.middleware

@@ -9,18 +9,18 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import docs
-from aiohttp_apigami.utils import is_class_based_view
 
 from genai_backend.auth import tokens
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
-from genai_backend.openapi import API_KEY, OAUTH2
 from genai_backend.errors import NOT_AUTHENTICATED, TOKEN_INVALID, BadRequestError, UnauthorizedError
+from genai_backend.openapi import API_KEY, OAUTH2
+from genai_backend.validation import endpoint
 
 USER = "user"
 USER_OR_AGENT = "user_or_agent"
@@ -76,10 +76,7 @@ def auth(mode: str) -> Callable[[T], T]:
 
 
 def _mode(request: web.Request) -> str | None:
-    handler: Any = request.match_info.handler
-    if is_class_based_view(handler):
-        handler = getattr(handler, request.method.lower(), None)
-    return getattr(handler, _ATTR, None)
+    return getattr(endpoint(request), _ATTR, None)
 
 
 def bearer_token(request: web.Request) -> str:
