@@ -25,13 +25,13 @@ def dumps(data: Any) -> str:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return encoded_json_response(encode(data), status, headers)
+
+
+def encoded_json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A response for a body `encode` produced (earlier, for a cached answer)."""
     # A bytes body always gets a Content-Length; the front-end ignores bodies without one.
-    return web.Response(body=encode(data), status=status, headers=headers, content_type="application/json")
-
-
-def encoded_json_response(body: bytes, status: int = 200) -> web.Response:
-    """A response for a body `encode` produced earlier (a cached answer)."""
-    return web.Response(body=body, status=status, content_type="application/json")
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def no_content() -> web.Response:
