@@ -14,6 +14,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from genai_backend.catalogues import CATALOGUES, Catalogues
+from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
 from genai_backend.jobs.locks import PRUNE_LOCK
 from genai_backend.jobs.retention import prune_catalogue_changes
@@ -27,8 +28,6 @@ def active_url(user: User, agent_type: str = "all") -> str:
 
 
 async def active(client: TestClient, user: User, agent_type: str = "all") -> dict[str, Any]:
-    from genai_backend.config import SETTINGS
-
     resp = await client.get(active_url(user, agent_type), headers={"X-API-KEY": client.app[SETTINGS].master_be_api_key})
     assert resp.status == 200, await resp.text()
     return dict(await resp.json())
