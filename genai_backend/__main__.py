@@ -53,7 +53,7 @@ def _serve(settings: Settings) -> None:
     try:
         import uvloop
 
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
     log.info("serving on http://%s:%s (docs at /docs)", settings.host, settings.port)

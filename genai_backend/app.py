@@ -6,13 +6,24 @@ from types import ModuleType
 
 from aiohttp import web
 
-from genai_backend.api import agents, flows, health, logs, profiles, users
-from genai_backend.api import chats, files, llm, ws
-from genai_backend.api import a2a_agents, mcp_servers
+from genai_backend.api import (
+    a2a_agents,
+    agents,
+    chats,
+    files,
+    flows,
+    health,
+    llm,
+    logs,
+    mcp_servers,
+    profiles,
+    users,
+    ws,
+)
 from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
 from genai_backend.bus.invoke import invoker_ctx
-from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.bus.session import router_ctx
+from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.cors import add_cors_headers, cors_middleware
 from genai_backend.db import database_ctx

@@ -6,13 +6,13 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosql
-from aiosql.adapters.asyncpg import AsyncPGAdapter
 import asyncpg
 import orjson
 from aiohttp import web
+from aiosql.adapters.asyncpg import AsyncPGAdapter
 
 from genai_backend.config import SETTINGS, ConfigError
 
@@ -34,7 +34,7 @@ class _Acquired:
         if isinstance(self.client, asyncpg.Pool):
             self.conn = await self.client.acquire()
             return self.conn
-        return self.client  # type: ignore[no-any-return]
+        return self.client
 
     async def __aexit__(self, *exc: object) -> None:
         if self.conn is not None:
@@ -78,7 +78,7 @@ class _Adapter(AsyncPGAdapter):
             return await connection.execute(sql, *self.maybe_order_params(query_name, parameters))
 
 
-queries: Any = aiosql.from_path(SQL_DIR, _Adapter)
+queries: Any = aiosql.from_path(SQL_DIR, cast(Any, _Adapter))
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 DSN = web.AppKey("dsn", str)
@@ -156,7 +156,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pool.terminate()
     finally:
         if embedded is not None:

@@ -67,4 +67,4 @@ def setup_openapi(app: web.Application) -> None:
         "type": "oauth2", "flows": {"password": {"tokenUrl": "/api/login/access-token", "scopes": {}}}})
     spec.spec.components.security_scheme(API_KEY, {"type": "apiKey", "in": "header", "name": "X-API-KEY"})
     spec.register(app, in_place=True)
-    _complete(app[SWAGGER_DICT])  # type: ignore[index]
+    _complete(app[SWAGGER_DICT])

@@ -66,7 +66,7 @@ class FileStore:
     async def ensure_directory(self) -> None:
         await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
 
-    async def receive(self, part: BodyPartReader, file_id: uuid.UUID, suffix: str) -> "Received":
+    async def receive(self, part: BodyPartReader, file_id: uuid.UUID, suffix: str) -> Received:
         """Read one multipart part; TooLarge / SaveFailed leave nothing behind."""
         received = Received(self.directory / f"{file_id}{suffix}")
         try:

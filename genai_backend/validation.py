@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from aiohttp import web
@@ -20,12 +20,32 @@ from marshmallow import Schema
 from marshmallow.utils import missing as MISSING
 
 from genai_backend.errors import ValidationFailed
+
 # Re-exported: request schemas and handlers take their fields and errors from here.
 from genai_backend.fields import (  # noqa: F401
-    Bool, Dict, Enum, Float, Int, JsonObject, List, Nested, ParsedField, Raw, RequestSchema, Str, Uuid, parse_fields,
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Int,
+    JsonObject,
+    List,
+    Nested,
+    ParsedField,
+    Raw,
+    RequestSchema,
+    Str,
+    Uuid,
+    parse_fields,
 )
 from genai_backend.parsing import (  # noqa: F401
-    FieldError, FieldErrors, error, parse_int_string, parse_uuid, uuid_error_text, value_error,
+    FieldError,
+    FieldErrors,
+    error,
+    parse_int_string,
+    parse_uuid,
+    uuid_error_text,
+    value_error,
 )
 
 T = TypeVar("T")
@@ -147,16 +167,16 @@ async def validation_middleware(request: web.Request, handler: Handler) -> web.S
 # --- decorators: document with apigami, validate with the middleware above ----------------------
 
 def path(schema: type[Schema]) -> Callable[[T], T]:
-    return request_schema(schema(), location="match_info", put_into="path")
+    return cast(Callable[[T], T], request_schema(schema(), location="match_info", put_into="path"))
 
 
 def query(schema: type[Schema]) -> Callable[[T], T]:
-    return request_schema(schema(), location="querystring", put_into="query")
+    return cast(Callable[[T], T], request_schema(schema(), location="querystring", put_into="query"))
 
 
 def body(schema: type[Schema]) -> Callable[[T], T]:
-    return request_schema(schema(), location="json", put_into="body")
+    return cast(Callable[[T], T], request_schema(schema(), location="json", put_into="body"))
 
 
 def form(schema: type[Schema]) -> Callable[[T], T]:
-    return request_schema(schema(), location="form", put_into="form")
+    return cast(Callable[[T], T], request_schema(schema(), location="form", put_into="form"))

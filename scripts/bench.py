@@ -29,6 +29,7 @@ import asyncpg
 
 # benchkit first: it puts the project root on sys.path for `tests`.
 from benchkit import ROOT, free_port, percentile, start_world, wait_ready
+
 from tests.agents_helpers import run_master_agent
 from tests.router_double import DEFAULT_BE_KEY
 

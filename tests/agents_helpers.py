@@ -207,7 +207,7 @@ class RunningAgent:
         if not self.task.done():
             self.task.cancel()
             await asyncio.wait({self.task})
-        self.failure  # retrieve the exception so asyncio does not log it as never retrieved
+        _ = self.failure  # retrieve the exception so asyncio does not log it as never retrieved
 
 
 AgentHandler = Callable[..., Awaitable[Any]]

@@ -24,6 +24,7 @@ from genai_backend.sockets import SOCKETS
 from tests.conftest import User
 from tests.router_double import MASTER_SERVER_BE, RunningRouter
 
+
 def measure(what: str, seconds: float) -> None:
     print(f"MEASURE {what} {seconds * 1000:.1f} ms")
 

@@ -1,7 +1,6 @@
 """Helpers for chat tests and the chat benchmark: LLM settings through the real endpoints, socket helpers."""
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -79,7 +78,7 @@ async def collect(ws: aiohttp.ClientWebSocketResponse, duration: float) -> list[
     while (left := deadline - time.monotonic()) > 0:
         try:
             msg = await ws.receive(timeout=left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if msg.type is not aiohttp.WSMsgType.TEXT:
             break

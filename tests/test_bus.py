@@ -29,8 +29,6 @@ from tests.conftest import User
 from tests.router_double import DEFAULT_BE_KEY, MASTER_SERVER_BE, RunningRouter
 
 
-
-
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
     """Overrides conftest's: this app runs its router session against the double."""

@@ -22,7 +22,6 @@ from tests.bus_fixtures import active_agent, insert_a2a_card, insert_mcp_server,
 from tests.conftest import User
 
 
-
 def active_url(user: User, agent_type: str = "all") -> str:
     return f"/api/agents/active?agent_type={agent_type}&user_id={user.id}"
 

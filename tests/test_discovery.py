@@ -10,10 +10,16 @@ import aiohttp
 import pytest
 
 from genai_backend.discovery.a2a import CardUnavailable, a2a_schema, fetch_card
-from genai_backend.discovery.mcp import McpUnavailable, list_tools, tool_schema
 from genai_backend.discovery.guard import (
-    UrlPolicy, UrlRefused, check_url, classify_address, find_refusal, guarded_connector, guarded_httpx_client,
+    UrlPolicy,
+    UrlRefused,
+    check_url,
+    classify_address,
+    find_refusal,
+    guarded_connector,
+    guarded_httpx_client,
 )
+from genai_backend.discovery.mcp import McpUnavailable, list_tools, tool_schema
 from genai_backend.discovery.urls import UrlError, normalise_url, origin
 from genai_backend.schemas.a2a_cards import A2ACardSchema
 from tests.tool_servers import REIMBURSEMENT_CARD, RedirectServer, card_server, hanging_server, mcp_server

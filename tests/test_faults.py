@@ -62,7 +62,7 @@ async def test_database_restart_under_writes_loses_no_acknowledged_write(
             try:
                 resp = await asyncio.wait_for(client.post("/api/agents/register", headers=headers, json={
                     "id": agent_id, "name": "w", "description": "d", "input_parameters": {}}), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 outage_answers.append((0, "hang"))
                 continue
             body = await resp.json()
@@ -165,7 +165,7 @@ async def test_sigterm_closes_sockets_removes_partial_uploads_and_stops_postgres
             assert codes == [1001, 1001, 1001]
             try:
                 await asyncio.wait_for(upload, 15)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 pass
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis import checks
 
 from genai_backend.config import Settings
 from tests.conftest import PASSWORD

@@ -26,14 +26,20 @@ from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import MasterCall, RunningAgent, invoke, run_agent, run_master_agent
 from tests.bus_fixtures import backend_on_router, measure, register_agent
 from tests.chat_fixtures import (
-    API_KEY, CONFIG, chat_frame, collect, open_socket, receive_close, receive_frame, receive_reply, setup_llm,
+    API_KEY,
+    CONFIG,
+    chat_frame,
+    collect,
+    open_socket,
+    receive_close,
+    receive_frame,
+    receive_reply,
+    setup_llm,
     socket_path,
 )
 from tests.conftest import User, make_user
 from tests.router_double import DEFAULT_BE_KEY, DEFAULT_ML_KEY, MASTER_SERVER_BE, MASTER_SERVER_ML, RunningRouter
 from tests.test_files import upload
-
-
 
 
 @pytest.fixture

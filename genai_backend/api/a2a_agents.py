@@ -19,7 +19,10 @@ from genai_backend.flows_state import reevaluate_flows
 from genai_backend.naming import new_alias
 from genai_backend.responses import json_response, no_content
 from genai_backend.schemas.a2a_agents import (
-    A2AAgentCreateSchema, A2AAgentPathSchema, A2AAgentRegisteredSchema, A2AAgentSchema,
+    A2AAgentCreateSchema,
+    A2AAgentPathSchema,
+    A2AAgentRegisteredSchema,
+    A2AAgentSchema,
 )
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.validation import body, path

@@ -15,8 +15,14 @@ from genai_backend.errors import BadRequestError
 from genai_backend.responses import json_response, no_content
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.chats import (
-    ChatCreateSchema, ChatHistoryQuerySchema, ChatHistorySchema, ChatListQuerySchema, ChatListSchema,
-    ChatRowSchema, ChatSessionQuerySchema, ChatTitleSchema,
+    ChatCreateSchema,
+    ChatHistoryQuerySchema,
+    ChatHistorySchema,
+    ChatListQuerySchema,
+    ChatListSchema,
+    ChatRowSchema,
+    ChatSessionQuerySchema,
+    ChatTitleSchema,
 )
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.validation import body, query

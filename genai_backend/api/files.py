@@ -17,7 +17,12 @@ from genai_backend.errors import ApiError, BadRequestError, ServerError, Validat
 from genai_backend.responses import json_response
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.files import (
-    FileCreatedSchema, FileListQuerySchema, FilePathSchema, FileSchema, SessionFileSchema, SessionFilesQuerySchema,
+    FileCreatedSchema,
+    FileListQuerySchema,
+    FilePathSchema,
+    FileSchema,
+    SessionFileSchema,
+    SessionFilesQuerySchema,
 )
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.storage import FILES, FileDownload, Received, SaveFailed, TooLarge, suffix_of
@@ -27,7 +32,7 @@ SAVE_FAILED = "Failed to save file"
 MALFORMED = "There was an error parsing the body"
 # Form fields other than the file are UUIDs: anything longer is not one, and is not buffered.
 _MAX_FIELD = 1024
-_UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+_UPLOAD_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "format": "binary"},
                    "request_id": {"type": "string", "format": "uuid"},

@@ -41,7 +41,7 @@ class ReadyView(web.View):
             async with asyncio.timeout(2):
                 async with pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
             database = "unavailable"
         router = self.request.app.get(ROUTER_STATUS) or RouterStatus()
         body = {"status": "ready" if database == "ok" else "not ready", "database": database,

@@ -16,10 +16,23 @@ from genai_backend.errors import BadRequestError, ServerError, ValidationFailed
 from genai_backend.responses import json_response, no_content
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.llm import (
-    DEFAULT_PROMPT_STORED, DEFAULT_SYSTEM_PROMPT, ConfigCreateSchema, ConfigListQuerySchema, ConfigPathSchema,
-    ConfigUpdateSchema, ModelConfigSchema, PromptQuerySchema, PromptSchema, ProviderCreateSchema,
-    ProviderPathSchema, ProviderSchema, ProviderUpdateSchema, ProviderWithConfigsSchema, api_key_required,
-    is_ollama, string_credentials,
+    DEFAULT_PROMPT_STORED,
+    DEFAULT_SYSTEM_PROMPT,
+    ConfigCreateSchema,
+    ConfigListQuerySchema,
+    ConfigPathSchema,
+    ConfigUpdateSchema,
+    ModelConfigSchema,
+    PromptQuerySchema,
+    PromptSchema,
+    ProviderCreateSchema,
+    ProviderPathSchema,
+    ProviderSchema,
+    ProviderUpdateSchema,
+    ProviderWithConfigsSchema,
+    api_key_required,
+    is_ollama,
+    string_credentials,
 )
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.validation import body, error, path, query

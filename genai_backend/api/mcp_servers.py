@@ -19,8 +19,12 @@ from genai_backend.flows_state import reevaluate_flows
 from genai_backend.responses import json_response, no_content
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.mcp_servers import (
-    McpServerCreateSchema, McpServerListQuerySchema, McpServerPathSchema, McpServerRegisteredSchema,
-    McpServerSchema, tool_rows,
+    McpServerCreateSchema,
+    McpServerListQuerySchema,
+    McpServerPathSchema,
+    McpServerRegisteredSchema,
+    McpServerSchema,
+    tool_rows,
 )
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.validation import body, path, query

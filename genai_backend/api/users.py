@@ -14,7 +14,12 @@ from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
 from genai_backend.responses import json_response
 from genai_backend.schemas.users import (
-    DetailSchema, LoginSchema, TokenSchema, TokenValidateSchema, UserCreateSchema, UserSchema,
+    DetailSchema,
+    LoginSchema,
+    TokenSchema,
+    TokenValidateSchema,
+    UserCreateSchema,
+    UserSchema,
 )
 from genai_backend.validation import body, form
 

@@ -9,7 +9,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -70,7 +70,7 @@ def auth(mode: str) -> Callable[[T], T]:
 
     def decorate(handler: T) -> T:
         setattr(handler, _ATTR, mode)
-        return docs(security=security)(handler)  # type: ignore[no-any-return]
+        return cast(T, docs(security=security)(cast(Any, handler)))
 
     return decorate
 

@@ -189,7 +189,7 @@ class MasterInvoker:
         try:
             ws = await self.http.ws_connect(self.settings.router_ws_url, headers={"x-custom-invoke-key": key},
                                             heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise RouterUnreachable(f"{type(exc).__name__}: {exc}") from exc
         return InvokerSocket(ws)
 
