@@ -20,7 +20,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -43,6 +42,8 @@ TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", 
         "usr/share/common-licenses", "var/cache/apt", "var/lib/apt/lists", "var/log", "var/cache/debconf")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE = "localhost/genai-backend:ci"
+BUILD_STAGE = "localhost/genai-backend:ci-build-stage"
+BASE_REPO = "localhost/genai-backend-ci-base"
 # The router's published default: with an external database the service may refuse it.
 CHECK_MASTER_KEY = "container-check-master-key"
 
@@ -147,7 +148,7 @@ def make_rootfs_tar(target: Path) -> None:
 
 def ensure_base(report: Report) -> str:
     key = base_key()
-    tag = f"localhost/genai-backend-ci-base:{key}"
+    tag = f"{BASE_REPO}:{key}"
     if podman("image", "exists", tag, check=False).returncode == 0:
         step(f"stand-in base {tag} (already imported)")
     else:
@@ -170,6 +171,13 @@ def ensure_base(report: Report) -> str:
             'CMD=["python3"]',
         ]
         podman("import", *(arg for change in changes for arg in ("--change", change)), str(tar), tag)
+        # Bases of an older recipe or CA bundle are never used again.
+        for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}", BASE_REPO).stdout.split():
+            if old != tag:
+                podman("rmi", old, check=False)
+        for old_tar in cache.glob(f"base-{SUITE}-*.tar"):
+            if old_tar != tar:
+                old_tar.unlink()
     return tag
 
 
@@ -180,9 +188,16 @@ def image_mb(tag: str) -> float:
 def build(base: str, report: Report) -> None:
     step(f"podman build {IMAGE} (BASE_IMAGE={base})")
     started = time.monotonic()
-    podman("build", "--runtime", "runc", "--format", "docker", *limits(), "--build-arg", f"BASE_IMAGE={base}",
-           "-t", IMAGE, "-f", str(ROOT / "Containerfile"), str(ROOT), timeout=900)
+    common = ["build", "--runtime", "runc", "--format", "docker", *limits(), "--build-arg", f"BASE_IMAGE={base}",
+              "-f", str(ROOT / "Containerfile")]
+    # The build stage gets a tag of its own: tagged, its layers are the next run's cache and
+    # survive the pruning below, which only drops the stale layers of earlier builds.
+    podman(*common, "--target", "build", "-t", BUILD_STAGE, str(ROOT), timeout=900)
+    podman(*common, "-t", IMAGE, str(ROOT), timeout=900)
     report.add("build", f"{time.monotonic() - started:.0f} s")
+    for _ in range(20):
+        if not podman("image", "prune", "-f", check=False).stdout.strip():
+            break
     report.add("image size", f"{image_mb(IMAGE):.0f} MB")
     report.add("stand-in base size", f"{image_mb(base):.0f} MB")
 
@@ -205,11 +220,12 @@ def inspect_image(report: Report) -> None:
     found = podman("run", "--rm", *limits(), "--no-healthcheck", "--user", "0", "--entrypoint", "python", IMAGE, "-c", probe).stdout.strip()
     assert not found, f"the image holds what it should not: {found}"
     site = "/app/.venv/lib/python3*/site-packages"
-    script = (f"du -xsm / /usr /usr/lib /usr/share /app /app/.venv {site} /app/genai_backend 2>/dev/null; "
-              f"du -xm -d 1 /usr/lib {site} 2>/dev/null | sort -rn | head -n 16")
+    # One du per directory: a single du counts each directory once, under the first argument.
+    script = (f"for d in / /usr /usr/lib /usr/share /app /app/.venv {site} /app/genai_backend /app/sql /app/migrations; "
+              f"do du -xsm $d; done; du -xm -d 1 {site} | sort -rn | sed -n 2,13p")
     du = podman("run", "--rm", *limits(), "--no-healthcheck", "--user", "0", "--entrypoint", "sh", IMAGE, "-c",
                 script).stdout
-    print("  du -m of the largest directories:")
+    print("  du -m (MiB, disk usage) of the largest directories:")
     for line in du.splitlines():
         print(f"    {line}")
 
