@@ -44,7 +44,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE = "localhost/genai-backend:ci"
 BUILD_STAGE = "localhost/genai-backend:ci-build-stage"
 BASE_REPO = "localhost/genai-backend-ci-base"
-# The router's published default: with an external database the service may refuse it.
+# Not the router's published defaults: with an external database the service may refuse those.
 CHECK_MASTER_KEY = "container-check-master-key"
 
 
@@ -211,10 +211,12 @@ def inspect_image(report: Report) -> None:
     assert config.get("User") == "10001:10001", config.get("User")
     assert config.get("Entrypoint") == ["genai-backend"], config.get("Entrypoint")
     probe = (
-        "import importlib.util as u, shutil, pathlib;"
+        "import importlib.util as u, os, shutil, pathlib;"
         "bad = [m for m in ('pytest', 'uv', 'schemathesis', 'playwright', 'mypy', 'ruff') if u.find_spec(m)];"
         "bad += [t for t in ('uv', 'gcc', 'cc', 'strip', 'readelf', 'git', 'curl') if shutil.which(t)];"
         "bad += [p for p in ('/app/.git', '/root/.cache/uv', '/app/tests', '/opt/uv') if pathlib.Path(p).exists()];"
+        "extra = set(os.listdir('/app')) - {'.venv', 'genai_backend', 'sql', 'migrations'};"
+        "bad += ['/app/' + name for name in sorted(extra)];"
         "print(' '.join(bad))"
     )
     found = podman("run", "--rm", *limits(), "--no-healthcheck", "--user", "0", "--entrypoint", "python", IMAGE, "-c", probe).stdout.strip()
@@ -427,7 +429,8 @@ def scenarios(report: Report, box: Containers) -> None:
     step("4. external PostgreSQL over the host network")
     with external_postgres() as (pg_port, pg_password):
         env = ["-e", "POSTGRES_HOST=127.0.0.1", "-e", f"POSTGRES_PORT={pg_port}", "-e", f"POSTGRES_PASSWORD={pg_password}",
-               "-e", f"SECRET_KEY={secrets.token_hex(32)}", "-e", f"MASTER_BE_API_KEY={CHECK_MASTER_KEY}"]
+               "-e", f"SECRET_KEY={secrets.token_hex(32)}", "-e", f"MASTER_BE_API_KEY={CHECK_MASTER_KEY}",
+               "-e", f"MASTER_AGENT_API_KEY={CHECK_MASTER_KEY}-agent"]
         http_port = free_port()
         external, started = box.start("external", "--network", "host", "-e", f"PORT={http_port}", *env)
         report.add("start to healthy, external PostgreSQL", f"{wait_healthy(external, started):.1f} s")
