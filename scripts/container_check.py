@@ -98,8 +98,10 @@ def ensure_tools() -> None:
         raise SystemExit(f"missing {', '.join(missing)}; install them (apt-get install {' '.join(missing)}) or run as root")
     step(f"installing {' '.join(missing)} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    # Wait for another apt-get (CI installs chromium with one) instead of failing on its lock.
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    run(["apt-get", *wait, "update", "-qq"], env=env, timeout=900)
+    run(["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *missing], env=env, timeout=900)
 
 
 # ---- the stand-in base ---------------------------------------------------------------------------
