@@ -141,10 +141,19 @@ def chat_turn() -> Any:
     """The span of one message on a chat socket: the root of that message's trace."""
     if TRACER is None:
         return _NOOP
+    return _chat_turn()
+
+
+@contextlib.contextmanager
+def _chat_turn() -> Iterator[Any]:
+    from opentelemetry import trace
     from opentelemetry.context import Context
     from opentelemetry.trace import SpanKind
 
-    return TRACER.start_as_current_span("chat turn", context=Context(), kind=SpanKind.SERVER)
+    # A fresh context, not the socket's: no parent, and the handshake's quiet flag is not inherited.
+    with TRACER.start_span("chat turn", context=Context(), kind=SpanKind.SERVER) as turn:
+        with _attached(trace.set_span_in_context(turn, Context())):
+            yield turn
 
 
 @contextlib.contextmanager
