@@ -385,3 +385,34 @@ def test_otlp_endpoint_from_standard_variables() -> None:
                                   "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"}) == "http://t/x"
     assert tracing.otlp_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_SDK_DISABLED": "true"}) is None
     assert tracing.otlp_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_TRACES_EXPORTER": "none"}) is None
+
+
+async def test_otlp_http_export_from_the_standard_variables(aiohttp_client: Any, aiohttp_server: Any,
+                                                            settings: Settings) -> None:
+    """The configured path end to end: OTEL_* in the settings → spans POSTed as OTLP/HTTP protobuf."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[ExportTraceServiceRequest] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        assert request.headers["Content-Type"] == "application/x-protobuf"
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(await request.read())
+        received.append(export)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    sink = web.Application()
+    sink.router.add_post("/v1/traces", traces)
+    collector = await aiohttp_server(sink)
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(collector.make_url("/")), "OTEL_SERVICE_NAME": "obs-test"}
+    client = await aiohttp_client(create_app(replace(settings, otel=otel)))
+    assert tracing.enabled()
+    assert (await client.get("/health")).status == 200
+    await client.close()  # cleanup flushes the exporter
+    assert not tracing.enabled()
+    names, services = set(), set()
+    for export in received:
+        for resource_spans in export.resource_spans:
+            services |= {a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"}
+            names |= {s.name for scope in resource_spans.scope_spans for s in scope.spans}
+    assert "GET /health" in names and services == {"obs-test"}
