@@ -108,8 +108,8 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, metered: 
     # Timestamps are naive UTC throughout the contract, so the session clock must be UTC.
     factory = metrics.create_metered_pool if metered else asyncpg.create_pool
     pool = await factory(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     server_settings={"timezone": "UTC", "application_name": "genai-backend"},
-                                     command_timeout=60, reset=_reset_connection)
+                         server_settings={"timezone": "UTC", "application_name": "genai-backend"},
+                         command_timeout=60, reset=_reset_connection)
     assert pool is not None
     return pool
 

@@ -146,6 +146,34 @@ async def test_chat_turn_metrics_and_open_sockets(aiohttp_client: Any, settings:
     await ws.close()
 
 
+async def test_discovery_failures_and_job_runs_are_counted(client: TestClient, user: User) -> None:
+    from genai_backend.jobs import run_periodically
+
+    before = await scrape(client)
+    resp = await client.post("/api/mcp/servers", headers=user.headers, json={"server_url": "http://127.0.0.1:1/mcp"})
+    assert resp.status == 400, await resp.text()
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("first run fails")
+        if runs == 3:
+            raise asyncio.CancelledError  # ends the loop, like shutdown
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_periodically("test job", flaky, first_delay=0, period=0)
+    after = await scrape(client)
+    assert value(after, "genai_discovery_failures_total", kind="mcp") - \
+        value(before, "genai_discovery_failures_total", kind="mcp") == 1
+    for outcome in ("failure", "success"):
+        assert value(after, "genai_job_runs_total", job="test_job", outcome=outcome) - \
+            value(before, "genai_job_runs_total", job="test_job", outcome=outcome) == 1
+    assert value(after, "genai_job_duration_seconds_count", job="test_job") - \
+        value(before, "genai_job_duration_seconds_count", job="test_job") == 3
+
+
 # --- request ids and log lines -------------------------------------------------------------------
 
 class _Capture:

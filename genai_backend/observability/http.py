@@ -45,6 +45,8 @@ def _children(request: web.Request, status: int) -> _Children:
 
 
 def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, asyncio.CancelledError):
+        return 499  # the client went away first (nginx's convention)
     return exc.status if isinstance(exc, web.HTTPException) else 500
 
 
