@@ -19,9 +19,8 @@ REQUEST_LOG = "genai.request_log"
 HEADER = "X-Request-ID"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-# (method, resource, status) -> the label children: prometheus-client's `labels()` takes a lock and
-# builds tuples on every call; this lookup is one dict probe.
-_Children = tuple[Any, Any]
+# (method, resource, status) -> the cells to count in: one dict probe, no route string built.
+_Children = tuple[metrics.LoopCounter, metrics.LoopHistogram]
 _CHILDREN: dict[tuple[str, Any, int], _Children] = {}
 
 
@@ -38,9 +37,7 @@ def _children(request: web.Request, status: int) -> _Children:
     key = (method, request.match_info.route.resource, status)
     found = _CHILDREN.get(key)
     if found is None:
-        route = route_of(request)
-        found = _CHILDREN[key] = (metrics.HTTP_REQUESTS.labels(method, route, str(status)),
-                                  metrics.HTTP_DURATION.labels(method, route))
+        found = _CHILDREN[key] = metrics.http_cells(method, route_of(request), status)
     return found
 
 
@@ -83,7 +80,7 @@ def observe_middleware(settings: Settings) -> Middleware:
             logs.CURRENT.reset(token)
             if count:
                 requests, duration = _children(request, status)
-                requests.inc()
+                requests.value += 1
                 if status != 101:  # a WebSocket's duration is its lifetime, not a latency
                     duration.observe(time.perf_counter() - started)
 

@@ -8,14 +8,16 @@ the hot paths nothing.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # 1 ms to 10 s, roughly three buckets per decade.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -24,11 +26,52 @@ AGENT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 12
 ACQUIRE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 JOB_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-HTTP_REQUESTS = Counter("genai_http_requests", "HTTP requests answered, by method, route template and status",
-                        ("method", "route", "status"))
-HTTP_DURATION = Histogram("genai_http_request_duration_seconds",
-                          "Time from receiving a request to its response (WebSocket upgrades excluded)",
-                          ("method", "route"), buckets=HTTP_BUCKETS)
+
+
+class LoopCounter:
+    """A counter only the event loop's thread changes: no lock (prometheus-client takes one per inc)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class LoopHistogram:
+    """A histogram only the event loop's thread changes: one bisect and two additions per observation."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: the first bound >= seconds, i.e. Prometheus' `le`.
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, found = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            cumulative += count
+            found.append((floatToGoString(bound), float(cumulative)))
+        return found
+
+
+# The per-request families: (method, route, status) and (method, route) label values -> cells.
+HTTP_REQUESTS: dict[tuple[str, str, str], LoopCounter] = {}
+HTTP_DURATION: dict[tuple[str, str], LoopHistogram] = {}
+DB_ACQUIRE = LoopHistogram(ACQUIRE_BUCKETS)
+
+
+def http_cells(method: str, route: str, status: int) -> tuple[LoopCounter, LoopHistogram]:
+    counter = HTTP_REQUESTS.setdefault((method, route, str(status)), LoopCounter())
+    histogram = HTTP_DURATION.get((method, route))
+    if histogram is None:
+        histogram = HTTP_DURATION[(method, route)] = LoopHistogram(HTTP_BUCKETS)
+    return counter, histogram
 
 CHAT_STARTED = Counter("genai_chat_turns_started", "Chat messages accepted for processing (valid frames)")
 CHAT_FINISHED = Counter("genai_chat_turns_finished",
@@ -48,8 +91,6 @@ LOG_FRAMES_PUSHED = Counter("genai_agent_log_frames_pushed", "Agent log frames s
 LOG_FRAMES_DROPPED = Counter("genai_agent_log_frames_dropped",
                              "Agent log frames not delivered to an owner's socket (closed or failing)")
 
-DB_ACQUIRE = Histogram("genai_db_pool_acquire_duration_seconds", "Time to get a connection from the pool",
-                       buckets=ACQUIRE_BUCKETS)
 DB_UNAVAILABLE = Counter("genai_db_unavailable_answers", "503 answers given because the database was unreachable")
 
 LOGIN_ATTEMPTS = Counter("genai_login_attempts", "Logins by outcome: success, failure, throttled", ("outcome",))
@@ -125,8 +166,10 @@ class _AppCollector(Collector):
                      "genai_db_pool_size", "genai_db_pool_in_use", "genai_db_pool_max", "genai_chat_sockets_open",
                      "genai_router_connected", "genai_router_state"):
             yield GaugeMetricFamily(name, "")
-        for name in ("genai_catalogue_cache_hits", "genai_catalogue_cache_misses"):
+        for name in ("genai_catalogue_cache_hits", "genai_catalogue_cache_misses", "genai_http_requests"):
             yield CounterMetricFamily(name, "")
+        for name in ("genai_http_request_duration_seconds", "genai_db_pool_acquire_duration_seconds"):
+            yield HistogramMetricFamily(name, "")
 
     def collect(self) -> Iterable[Metric]:
         # Imported here: the owners of these values import this module for their call sites.
@@ -135,6 +178,20 @@ class _AppCollector(Collector):
         from genai_backend.db import POOL
         from genai_backend.sockets import SOCKETS
 
+        requests = CounterMetricFamily("genai_http_requests", "HTTP requests answered, by method, route template "
+                                       "and status", labels=("method", "route", "status"))
+        for labels, cell in list(HTTP_REQUESTS.items()):
+            requests.add_metric(labels, cell.value)
+        yield requests
+        durations = HistogramMetricFamily("genai_http_request_duration_seconds", "Time from receiving a request to "
+                                          "its response (WebSocket upgrades excluded)", labels=("method", "route"))
+        for pair, cells in list(HTTP_DURATION.items()):
+            durations.add_metric(pair, cells.buckets(), cells.total)
+        yield durations
+        acquire = HistogramMetricFamily("genai_db_pool_acquire_duration_seconds", "Time to get a connection "
+                                        "from the pool")
+        acquire.add_metric([], DB_ACQUIRE.buckets(), DB_ACQUIRE.total)
+        yield acquire
         in_flight = GaugeMetricFamily("genai_http_requests_in_flight", "HTTP requests being handled now")
         in_flight.add_metric([], LIVE.in_flight)
         yield in_flight
@@ -172,8 +229,8 @@ class _AppCollector(Collector):
             yield gauge
         state = GaugeMetricFamily("genai_router_state", "The router session's state (one of them is 1)",
                                   labels=("state",))
-        for key, value in states.items():
-            state.add_metric([key], value)
+        for state_name, count in states.items():
+            state.add_metric([state_name], count)
         yield state
         for name, doc, value in (("genai_catalogue_cache_hits", "Catalogue answers served from the cache", hits),
                                  ("genai_catalogue_cache_misses", "Catalogue answers built from the database",
