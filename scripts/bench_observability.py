@@ -63,7 +63,11 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--control", action="store_true",
+                        help="add a second metrics-off process: the spread between two identical ones is the noise")
     args = parser.parse_args()
+    if args.control:
+        VARIANTS["metrics off (control)"] = {"METRICS_ENABLED": "false"}
 
     async with AsyncExitStack() as stack:
         world = await start_world(stack, "genai-bench-obs-", args.dsn)
@@ -111,7 +115,7 @@ async def main() -> None:
                 seconds = (used.user + used.system) - (cpu.user + cpu.system)
                 result["cpu_us_per_request"] = 1e6 * seconds / max(1, result["requests"])
                 rows[name].append(result)
-                print(f"round {round_ + 1} {name:<18} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                print(f"round {round_ + 1} {name:<22} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:6.2f} ms  "
                       f"p99 {result['p99_ms']:6.2f} ms  CPU {result['cpu_us_per_request']:6.1f} us/request", flush=True)
 
         print(f"\nGET /api/agents/active, c={args.concurrency}, median of {args.rounds} rounds of {args.duration:g} s")
@@ -122,7 +126,7 @@ async def main() -> None:
             p50 = statistics.median(r["p50_ms"] for r in results)
             p99 = statistics.median(r["p99_ms"] for r in results)
             cpu = statistics.median(r["cpu_us_per_request"] for r in results)
-            print(f"{name:<18} {rps:9.1f} req/s  x{rps / baseline:.3f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+            print(f"{name:<22} {rps:9.1f} req/s  x{rps / baseline:.3f}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                   f"CPU {cpu:6.1f} us/request  x{cpu / cpu_baseline:.3f} of metrics off "
                   f"(cost {100 * (cpu / cpu_baseline - 1):+.1f} %)")
 
