@@ -93,6 +93,9 @@ async def test_metrics_count_requests_by_route_template_never_raw_path(client: T
     assert value(after, "genai_router_state", state="disabled") == 1
     assert value(after, "genai_db_pool_acquire_duration_seconds_count") > \
         value(before, "genai_db_pool_acquire_duration_seconds_count")
+    # The second listing was answered from the catalogue cache.
+    assert value(after, "genai_catalogue_cache_misses_total") - value(before, "genai_catalogue_cache_misses_total") == 1
+    assert value(after, "genai_catalogue_cache_hits_total") - value(before, "genai_catalogue_cache_hits_total") == 1
 
 
 async def test_metrics_token_is_required_when_set(aiohttp_client: Any, settings: Settings) -> None:
@@ -359,6 +362,7 @@ async def test_one_chat_message_is_one_trace_across_the_router(spans: InMemorySp
     user = await make_user(client, password_hash)
     await setup_llm(client, user)
     ws = await open_socket(client, user)
+    before = await scrape(client)
     spans.clear()
     await ws.send_json(chat_frame("trace me"))
     answer = (await receive_reply(ws, timeout=10))["response"]
@@ -393,6 +397,10 @@ async def test_one_chat_message_is_one_trace_across_the_router(spans: InMemorySp
     assert all(e.attributes["genai.agent"] == MASTER_SERVER_ML for e in events)
     assert any("invoked_by" in str(e.attributes["log.message"]) for e in events)
     assert "sk-test" not in json.dumps([dict(e.attributes) for e in events])  # the api_key is redacted
+    # Those log lines also reached the user's socket.
+    after = await scrape(client)
+    assert value(after, "genai_agent_log_frames_pushed_total") > value(before, "genai_agent_log_frames_pushed_total")
+    assert value(after, "genai_agent_log_frames_dropped_total") == value(before, "genai_agent_log_frames_dropped_total")
     await ws.close()
 
 
