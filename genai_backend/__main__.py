@@ -14,9 +14,10 @@ from genai_backend.config import ConfigError, Settings, from_env
 log = logging.getLogger("genai_backend")
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(debug: bool, log_format: str = "") -> None:
+    from genai_backend.observability.logs import configure
+
+    configure(logging.DEBUG if debug else logging.INFO, log_format)
     # The router library logs every frame at INFO; keep ours readable.
     logging.getLogger("genai_session").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         environ["HOST"] = args.host
     if getattr(args, "port", None):
         environ["PORT"] = str(args.port)
-    _setup_logging(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"})
+    _setup_logging(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}, environ.get("LOG_FORMAT", ""))
     _limit_malloc_arenas()
     try:
         settings = from_env(environ)

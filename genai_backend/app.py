@@ -30,6 +30,7 @@ from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
 from genai_backend.jobs import jobs_ctx
+from genai_backend.observability.http import observability_ctx, observe_middleware, setup_observability
 from genai_backend.openapi import setup_openapi
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
@@ -66,7 +67,8 @@ async def _close_sockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, auth_middleware, validation_middleware],
+        middlewares=[observe_middleware(settings), cors_middleware, error_middleware, auth_middleware,
+                     validation_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
@@ -74,6 +76,8 @@ def create_app(settings: Settings) -> web.Application:
     app[CATALOGUES] = Catalogues()
     app[KNOWN_USERS] = KnownUsers()
     app.on_shutdown.append(_close_sockets)
+    # First: tracing is on before the pool opens its connections, and flushed after everything.
+    app.cleanup_ctx.append(observability_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
@@ -82,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     # Last in, first out: the jobs stop before the discovery client and the pool they use.
     app.cleanup_ctx.append(jobs_ctx)
     app.on_response_prepare.append(add_cors_headers)
+    setup_observability(app, settings)
     _add_views(app, API_MODULES)
     setup_openapi(app)
     _add_other_slash_spelling(app)

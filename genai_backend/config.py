@@ -58,6 +58,11 @@ class Settings:
     router_backoff_max: float = 30.0
     start_router: bool = True
     start_jobs: bool = True
+    # Prometheus metrics at /metrics (METRICS_ENABLED); with a token, scrapes need `Bearer <token>`.
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    # The standard OTEL_* variables; tracing is on when they name an OTLP endpoint.
+    otel: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -205,6 +210,9 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         urls_allow_private=_bool(env.get("URL_ALLOW_PRIVATE", "true"), "URL_ALLOW_PRIVATE"),
         urls_allow_hosts=allow_hosts,
         db_pool_max=int(_number(env.get("DB_POOL_SIZE", "10"), "DB_POOL_SIZE", int)) or 10,
+        metrics_enabled=_bool(env.get("METRICS_ENABLED", "true"), "METRICS_ENABLED"),
+        metrics_token=env.get("METRICS_TOKEN", "") or None,
+        otel={key: value for key, value in env.items() if key.startswith("OTEL_")},
     )
     if settings.hash_algorithm != "HS256":
         raise ConfigError("HASH_ALGORITHM: only HS256 is supported (the router and agents expect it)")

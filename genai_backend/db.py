@@ -15,6 +15,7 @@ from aiohttp import web
 from aiosql.adapters.asyncpg import AsyncPGAdapter
 
 from genai_backend.config import SETTINGS, ConfigError
+from genai_backend.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # `json` columns in and out as Python objects; orjson is several times faster than json.
     await conn.set_type_codec("json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
                               schema="pg_catalog")
+    if tracing.enabled():
+        conn.add_query_logger(tracing.record_query)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -101,11 +104,12 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, metered: bool = False) -> asyncpg.Pool:
     # Timestamps are naive UTC throughout the contract, so the session clock must be UTC.
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     server_settings={"timezone": "UTC", "application_name": "genai-backend"},
-                                     command_timeout=60, reset=_reset_connection)
+    factory = metrics.create_metered_pool if metered else asyncpg.create_pool
+    pool = await factory(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                         server_settings={"timezone": "UTC", "application_name": "genai-backend"},
+                         command_timeout=60, reset=_reset_connection)
     assert pool is not None
     return pool
 
@@ -140,7 +144,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
         try:
-            pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
+            pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max, settings.metrics_enabled)
         except socket.gaierror as exc:
             raise ConfigError(f"cannot resolve the database host of {_describe(dsn)}: {exc}") from None
         except (OSError, asyncpg.PostgresError) as exc:

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from genai_backend.observability import metrics
 from genai_backend.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except _DATABASE_DOWN as exc:
         # An outage is not a bug: say so, and let clients retry (issue: faults).
         log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
+        metrics.DB_UNAVAILABLE.inc()
         return json_response({"detail": "Database unavailable, try again later"}, status=503,
                              headers={"Retry-After": "1"})
     except Exception:

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/"): Row(NONE),
     ("GET", "/health"): Row(NONE),
     ("GET", "/ready"): Row(NONE),
+    ("GET", "/metrics"): Row(NONE),
     ("GET", "/docs"): Row(NONE),
     ("GET", "/openapi.json"): Row(NONE),
     ("POST", "/api/login/access-token"): Row(NONE),

@@ -12,6 +12,7 @@ from genai_backend.auth.passwords import DUMMY_HASH, hash_password, verify_passw
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
+from genai_backend.observability import metrics
 from genai_backend.responses import json_response
 from genai_backend.schemas.users import (
     DetailSchema,
@@ -61,8 +62,10 @@ class LoginView(web.View):
         # Verify against a dummy hash for unknown users, so timing does not reveal who exists.
         ok = await verify_password(data["password"], row["password"] if row else DUMMY_HASH)
         if row is None or not ok:
+            metrics.login_attempt("failure")
             raise BadRequestError("Incorrect username or password")
         token = tokens.issue_user_token(row["id"], self.request.app[SETTINGS].secret_key)
+        metrics.login_attempt("success")
         return json_response({"access_token": token, "refresh_token": None, "token_type": "Bearer"})
 
 

@@ -20,6 +20,8 @@ from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError
+from genai_backend.observability import metrics, tracing
+from genai_backend.observability.logs import set_user
 from genai_backend.schemas.chats import ChatFrameSchema
 from genai_backend.sockets import SOCKETS
 from genai_backend.storage import FILES
@@ -108,7 +110,8 @@ class ChatSocketView(web.View):
             async for msg in ws:
                 received = time.perf_counter()
                 if msg.type is WSMsgType.TEXT:
-                    await chat.handle(msg.data, received)
+                    with tracing.chat_turn():
+                        await chat.handle(msg.data, received)
                 elif msg.type is WSMsgType.BINARY:
                     await chat.send({"error": "Message validation failed. Details: expected a text frame"})
         except SocketClosed:
@@ -139,6 +142,7 @@ class ChatSocketView(web.View):
             raise HandshakeRefused(TOKEN_INVALID)
         if check["foreign_session"]:
             raise HandshakeRefused(FOREIGN_SESSION)  # D28
+        set_user(claims.sub)
         return claims.sub, session_id
 
 
@@ -171,18 +175,24 @@ class ChatTurns:
             await self.send({"error": f"Message validation failed. Details: {problem}"})
             return
         request_id = uuid.uuid4()
+        metrics.CHAT_STARTED.inc()
         try:
-            turn, api_key = await self._start(frame, request_id)
-            answer, result = await self._invoke_and_store(turn, api_key, request_id)
+            with tracing.turn_request(request_id):
+                turn, api_key = await self._start(frame, request_id)
+                answer, result = await self._invoke_and_store(turn, api_key, request_id)
         except SocketClosed:
+            metrics.CHAT_FAILED.labels("rejected").inc()
             raise
         except RouterUnreachable as exc:
             log.warning("chat of user %s: router unreachable: %s", self.user_id, exc)
+            metrics.CHAT_FAILED.labels("router_unreachable").inc()
             await self.close(ROUTER_DOWN, 1011)
         except Exception:
             log.exception("chat of user %s failed", self.user_id)
+            metrics.CHAT_FAILED.labels("error").inc()
             await self.close(UNEXPECTED, 1011)
         await self.send(answer)
+        metrics.CHAT_FINISHED.labels("success" if result.is_success else "error").inc()
         if log.isEnabledFor(logging.DEBUG):
             pre, post = (result.sent_at - received) * 1000, (time.perf_counter() - result.answered_at) * 1000
             log.debug("chat turn: %.3f ms before the invocation, %.3f ms after the answer", pre, post,
@@ -235,9 +245,11 @@ class ChatTurns:
         if files:
             present = await self.app[FILES].existing(f["internal_name"] for f in files)
             files = [f for f in files if f["internal_name"] in present]
-        answer = {"type": "agent_response", "response": {
+        answer: dict[str, Any] = {"type": "agent_response", "response": {
             "execution_time": result.execution_time if result.is_success else 0.0, "response": response,
             "request_id": str(request_id), "session_id": str(self.session_id), "files": files}}
+        if (trace_id := tracing.trace_id()) is not None:
+            answer["response"]["trace_id"] = trace_id  # additive: only while tracing is on
         return answer, result
 
 

@@ -19,6 +19,7 @@ from genai_backend.auth import tokens
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import NOT_AUTHENTICATED, TOKEN_INVALID, BadRequestError, UnauthorizedError
+from genai_backend.observability.logs import set_user
 from genai_backend.openapi import API_KEY, OAUTH2
 from genai_backend.validation import endpoint
 
@@ -144,4 +145,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[USER_ID] = await user_from_token(request, bearer_token(request), allow_agent=True)
     elif mode == DUAL:
         request[USER_ID] = await _dual(request)
+    if mode is not None:
+        set_user(request[USER_ID])
     return await handler(request)

@@ -14,6 +14,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import bcrypt
 
+from genai_backend.observability import metrics
+
 # passlib truncated silently and bcrypt 5 raises; keep passlib's behaviour so old hashes verify (D36).
 _MAX_BYTES = 72
 _NICENESS = 10
@@ -55,12 +57,13 @@ _HASHERS = _Hashers()
 
 async def _run(fn: object, *args: bytes) -> object:
     loop = asyncio.get_running_loop()
-    try:
-        return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
-    except BrokenProcessPool:
-        # A worker was killed (OOM killer, a signal): start new ones and try once more.
-        _HASHERS.discard()
-        return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
+    with metrics.hashing():
+        try:
+            return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
+        except BrokenProcessPool:
+            # A worker was killed (OOM killer, a signal): start new ones and try once more.
+            _HASHERS.discard()
+            return await loop.run_in_executor(_HASHERS.get(), fn, *args)  # type: ignore[arg-type]
 
 
 def _prepare(password: str) -> bytes:

@@ -31,6 +31,8 @@ import orjson
 from aiohttp import web
 
 from genai_backend.config import SETTINGS, Settings
+from genai_backend.observability import tracing
+from genai_backend.observability.calls import invocation_done
 from genai_backend.responses import dumps
 
 log = logging.getLogger(__name__)
@@ -128,9 +130,20 @@ class MasterInvoker:
                      timeout: float | None = None) -> Invocation:
         """Call the master agent; failures and timeouts come back as unsuccessful Invocations,
         only an unreachable router raises (RouterUnreachable)."""
+        with tracing.span("invoke master_server_ml", {"genai.request_id": str(request_id)}, client=True):
+            result = await self._invoke(payload, request_id, session_id, timeout)
+        invocation_done(result)
+        return result
+
+    async def _invoke(self, payload: dict[str, Any], request_id: uuid.UUID, session_id: uuid.UUID,
+                      timeout: float | None) -> Invocation:
         timeout = self.settings.master_agent_timeout if timeout is None else timeout
+        # The trace context rides in `request_metadata`: genai_session takes request_id and
+        # session_id from it and ignores the rest, while every payload key becomes an argument of
+        # the master agent's function (an unknown one would make the call fail).
+        metadata = tracing.inject({"request_id": str(request_id), "session_id": str(session_id)})
         frame = dumps({"message_type": "agent_invoke", "agent_uuid": MASTER_SERVER_ML, "request_payload": payload,
-                       "request_metadata": {"request_id": str(request_id), "session_id": str(session_id)}})
+                       "request_metadata": metadata})
         connection = await self._take()
         try:
             try:

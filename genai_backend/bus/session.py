@@ -26,6 +26,7 @@ from genai_backend.bus import ROUTER_STATUS, RouterStatus
 from genai_backend.bus.handlers import Bus, dispatch
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.db import POOL, queries
+from genai_backend.observability import metrics
 from genai_backend.responses import dumps
 from genai_backend.sockets import SOCKETS
 
@@ -132,6 +133,7 @@ class RouterSession:
             await ws.send_str(REGISTER_FRAME)
             self.connections += 1
             if self.connections > 1:
+                metrics.ROUTER_RECONNECTS.inc()
                 await self._forget_registrations(bus)
             self.status.set("connected")
             self.connected.set()
@@ -194,7 +196,9 @@ async def router_ctx(app: web.Application) -> AsyncIterator[None]:
     session = RouterSession(settings, status)
     app[ROUTER] = session
     session.start(app[POOL], app[SOCKETS])
+    metrics.set_router_leader(True)
     try:
         yield
     finally:
+        metrics.set_router_leader(False)
         await session.stop()

@@ -12,6 +12,7 @@ from genai_backend.config import SETTINGS, Settings
 from genai_backend.discovery.a2a import fetch_card
 from genai_backend.discovery.guard import UrlPolicy, check_url, find_refusal, guarded_connector
 from genai_backend.discovery.mcp import McpTool, list_tools
+from genai_backend.observability.calls import discovery_call
 
 # A card is one small document; MCP servers get the spec's 60 s at registration (rest-api #31).
 CARD_TIMEOUT = 10.0
@@ -33,10 +34,12 @@ class Discovery:
         await check_url(url, self.policy)
 
     async def tools(self, url: str, timeout: float = MCP_TIMEOUT) -> list[McpTool]:
-        return await list_tools(url, policy=self.policy, timeout=timeout)
+        with discovery_call("mcp", url):
+            return await list_tools(url, policy=self.policy, timeout=timeout)
 
     async def card(self, url: str, timeout: float = CARD_TIMEOUT) -> dict[str, Any]:
-        return await fetch_card(url, session=self.session, timeout=timeout)
+        with discovery_call("a2a", url):
+            return await fetch_card(url, session=self.session, timeout=timeout)
 
     async def close(self) -> None:
         await self.session.close()

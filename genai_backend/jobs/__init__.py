@@ -15,6 +15,7 @@ from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
 from genai_backend.jobs.refresh import refresh_tools
 from genai_backend.jobs.retention import delete_expired_logs, prune_catalogue_changes
+from genai_backend.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def run_periodically(name: str, job: Callable[[], Awaitable[object]], *, f
         await asyncio.sleep(delay)
         delay = period
         try:
-            await job()
+            await metrics.timed_job(name.replace(" ", "_"), job)
         except Exception:
             log.exception("%s failed; next try in %g s", name, period)
 

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), traces (OpenTelemetry) and request-aware logs; call sites elsewhere stay one line."""
