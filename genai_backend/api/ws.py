@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import orjson
 from aiohttp import WSMsgType, web
 
-from genai_backend.auth import secrets, tokens
+from genai_backend.auth import api_keys, secrets, tokens
 from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
@@ -98,12 +98,13 @@ class ChatSocketView(web.View):
     URL_PATH = "/frontend/ws"
 
     async def get(self) -> web.WebSocketResponse:
-        user_id, session_id = await self._handshake()
+        user_id, session_id, key = await self._handshake()
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
         await ws.prepare(self.request)
         registry = self.request.app[SOCKETS]
         registry.add(user_id, ws)
         chat = ChatTurns(self.request.app, ws, user_id, session_id)
+        chat.api_key_hash = api_keys.key_hash(key) if key else None
         try:
             async for msg in ws:
                 received = time.perf_counter()
@@ -117,33 +118,53 @@ class ChatSocketView(web.View):
             registry.remove(user_id, ws)
         return ws
 
-    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID]:
-        """websocket.md §1, every check before the upgrade."""
+    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID, str | None]:
+        """websocket.md §1, every check before the upgrade; also the API key, if that is the token."""
         token = self.request.query.get("token", "")
         if not token:
             raise HandshakeRefused(TOKEN_MISSING)
-        try:
-            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
-        except tokens.InvalidToken:
-            raise HandshakeRefused(TOKEN_INVALID) from None
-        if claims.is_agent:
-            raise HandshakeRefused(TOKEN_INVALID)
+        if api_keys.is_key(token):
+            user_id = await self._key_user(token)
+        else:
+            user_id = self._jwt_user(token)
         raw_session = self.request.query.get("session_id", "")
         try:
             # An empty value counts as absent, like the reference's truthiness test.
             session_id = parse_uuid(raw_session) if raw_session else uuid.uuid4()
         except FieldError:
             raise HandshakeRefused(BAD_SESSION) from None
-        check = await queries.check_chat_socket(self.request.app[POOL], user_id=claims.sub, session_id=session_id)
+        check = await queries.check_chat_socket(self.request.app[POOL], user_id=user_id, session_id=session_id)
         if not check["user_exists"]:
             raise HandshakeRefused(TOKEN_INVALID)
         if check["foreign_session"]:
             raise HandshakeRefused(FOREIGN_SESSION)  # D28
-        return claims.sub, session_id
+        return user_id, session_id, token if api_keys.is_key(token) else None
+
+    def _jwt_user(self, token: str) -> uuid.UUID:
+        try:
+            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
+        except tokens.InvalidToken:
+            raise HandshakeRefused(TOKEN_INVALID) from None
+        if claims.is_agent:
+            raise HandshakeRefused(TOKEN_INVALID)
+        return claims.sub
+
+    async def _key_user(self, key: str) -> uuid.UUID:
+        grant = await api_keys.lookup(self.request.app[POOL], key)
+        if grant is None:
+            raise HandshakeRefused(TOKEN_INVALID)
+        problem = api_keys.missing_scope(grant, (api_keys.CHAT,))
+        if problem is not None:
+            raise HandshakeRefused(problem)
+        return grant.user_id
 
 
 class ChatTurns:
     """One socket's conversation: each `handle` is one message's round trip (websocket.md §3)."""
+
+    # Set for a socket opened with an API key: every message re-checks it, so a revoked or expired
+    # key stops an open socket too, not only new handshakes.
+    api_key_hash: bytes | None = None
 
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, user_id: uuid.UUID,
                  session_id: uuid.UUID) -> None:
@@ -170,6 +191,8 @@ class ChatTurns:
             # D07: report and wait for the next frame; nothing of this one is processed.
             await self.send({"error": f"Message validation failed. Details: {problem}"})
             return
+        if self.api_key_hash is not None and not await api_keys.hash_is_live(self.app[POOL], self.api_key_hash):
+            await self.close(TOKEN_INVALID, 1008)
         request_id = uuid.uuid4()
         try:
             turn, api_key = await self._start(frame, request_id)
