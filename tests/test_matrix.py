@@ -283,7 +283,7 @@ async def _world(client: TestClient, a: User, b: User, db: Any) -> World:
     ids["apikey"] = key["id"]
     w.secrets = [key["key"], key["prefix"], key["id"]]
     w.secrets += [a.id, a.username, ids["agent"], ids["agent2"], ids["flow"], ids["config"], ids["file"], ids["mcp"],
-                 ids["card"], "a-private", "sk-a-private-key", provider["api_key"]]
+                  ids["card"], "a-private", "sk-a-private-key", provider["api_key"]]
     return w
 
 
