@@ -96,15 +96,17 @@ def _answer_object(result: Invocation) -> Any:
 
 class ChatSocketView(web.View):
     URL_PATH = "/frontend/ws"
+    # The hash of the API key the socket was opened with (None for a user JWT).
+    api_key_hash: bytes | None = None
 
     async def get(self) -> web.WebSocketResponse:
-        user_id, session_id, key = await self._handshake()
+        user_id, session_id = await self._handshake()
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
         await ws.prepare(self.request)
         registry = self.request.app[SOCKETS]
         registry.add(user_id, ws)
         chat = ChatTurns(self.request.app, ws, user_id, session_id)
-        chat.api_key_hash = api_keys.key_hash(key) if key else None
+        chat.api_key_hash = self.api_key_hash
         try:
             async for msg in ws:
                 received = time.perf_counter()
@@ -118,15 +120,12 @@ class ChatSocketView(web.View):
             registry.remove(user_id, ws)
         return ws
 
-    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID, str | None]:
-        """websocket.md §1, every check before the upgrade; also the API key, if that is the token."""
+    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID]:
+        """websocket.md §1, every check before the upgrade."""
         token = self.request.query.get("token", "")
         if not token:
             raise HandshakeRefused(TOKEN_MISSING)
-        if api_keys.is_key(token):
-            user_id = await self._key_user(token)
-        else:
-            user_id = self._jwt_user(token)
+        user_id = await self._key_user(token) if api_keys.is_key(token) else self._jwt_user(token)
         raw_session = self.request.query.get("session_id", "")
         try:
             # An empty value counts as absent, like the reference's truthiness test.
@@ -138,7 +137,7 @@ class ChatSocketView(web.View):
             raise HandshakeRefused(TOKEN_INVALID)
         if check["foreign_session"]:
             raise HandshakeRefused(FOREIGN_SESSION)  # D28
-        return user_id, session_id, token if api_keys.is_key(token) else None
+        return user_id, session_id
 
     def _jwt_user(self, token: str) -> uuid.UUID:
         try:
@@ -150,12 +149,14 @@ class ChatSocketView(web.View):
         return claims.sub
 
     async def _key_user(self, key: str) -> uuid.UUID:
-        grant = await api_keys.lookup(self.request.app[POOL], key)
+        digest = api_keys.key_hash(key)
+        grant = await api_keys.lookup_hash(self.request.app[POOL], digest)
         if grant is None:
             raise HandshakeRefused(TOKEN_INVALID)
         problem = api_keys.missing_scope(grant, (api_keys.CHAT,))
         if problem is not None:
             raise HandshakeRefused(problem)
+        self.api_key_hash = digest
         return grant.user_id
 
 
