@@ -33,7 +33,7 @@ class KeysView(web.View):
     @docs(tags=["keys"], summary="Create an API key: the key is in the answer this once, only its hash is kept")
     @auth(USER, scope=USER_TOKEN_ONLY)
     @body(KeyCreateSchema)
-    @response_schema(KeyCreatedSchema, 201)
+    @response_schema(KeyCreatedSchema, 201, description="The key, in `key` this once")
     @response_schema(DetailSchema, 403, description="Called with an API key: keys cannot create keys")
     async def post(self) -> web.Response:
         data = self.request["body"]
@@ -46,7 +46,7 @@ class KeysView(web.View):
 
     @docs(tags=["keys"], summary="Your API keys, oldest first (no secrets)")
     @auth(USER, scope=USER_TOKEN_ONLY)
-    @response_schema(KeySchema(many=True), 200)
+    @response_schema(KeySchema(many=True), 200, description="Your keys, without secrets")
     @response_schema(DetailSchema, 403, description="Called with an API key")
     async def get(self) -> web.Response:
         rows = queries.list_api_keys_by_user(self.request.app[POOL], user_id=self.request[USER_ID])
@@ -56,7 +56,8 @@ class KeysView(web.View):
 class KeyView(web.View):
     URL_PATH = "/api/keys/{key_id}"
 
-    @docs(tags=["keys"], summary="Revoke one of your API keys: refused by every process from the next request on")
+    @docs(tags=["keys"], summary="Revoke one of your API keys: refused by every process from the next request on",
+          responses={204: {"description": "Revoked"}})
     @auth(USER, scope=USER_TOKEN_ONLY)
     @path(KeyPathSchema)
     @response_schema(DetailSchema, 403, description="Called with an API key")
