@@ -12,8 +12,8 @@ from genai_backend.db import queries
 from genai_backend.errors import TOKEN_INVALID, ApiError, UnauthorizedError
 
 KEY_PREFIX = "gk_"
-# `gk_` and 8 characters of the random part: enough to tell a user's keys apart in a listing,
-# far too little to guess the other ~250 bits.
+# `gk_` and 8 characters (48 bits) of the random part: enough to tell a user's keys apart in a
+# listing; the other ~208 bits stay secret.
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 
 CHAT = "chat"
