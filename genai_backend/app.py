@@ -13,6 +13,7 @@ from genai_backend.api import (
     files,
     flows,
     health,
+    keys,
     llm,
     logs,
     mcp_servers,
@@ -37,7 +38,7 @@ from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
 
 API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
-                                      mcp_servers, a2a_agents)
+                                      mcp_servers, a2a_agents, keys)
 
 # JSON bodies are small; uploads stream through multipart readers and have their own limit.
 MAX_JSON_BODY = 1024 * 1024

@@ -14,6 +14,7 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 
 OAUTH2 = "OAuth2PasswordBearer"
 API_KEY = "APIKeyHeader"
+GK_KEY = "APIKeyBearer"
 
 _DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 _VALIDATION = {
@@ -50,6 +51,8 @@ def _complete(document: dict[str, Any]) -> None:
             security = operation.get("security") or []
             if security:
                 responses.setdefault("401", _json("HTTPError", "Missing, invalid or expired credentials"))
+            if any(GK_KEY in s for s in security):
+                responses.setdefault("403", _json("HTTPError", "The API key lacks a scope this operation needs"))
             if any(API_KEY in s for s in security):
                 responses.setdefault("400", _json("HTTPError", "Ambiguous or invalid credentials"))
             if operation.get("parameters") or operation.get("requestBody"):
@@ -66,5 +69,10 @@ def setup_openapi(app: web.Application) -> None:
     spec.spec.components.security_scheme(OAUTH2, {
         "type": "oauth2", "flows": {"password": {"tokenUrl": "/api/login/access-token", "scopes": {}}}})
     spec.spec.components.security_scheme(API_KEY, {"type": "apiKey", "in": "header", "name": "X-API-KEY"})
+    spec.spec.components.security_scheme(GK_KEY, {
+        "type": "http", "scheme": "bearer", "bearerFormat": "gk_…",
+        "description": "An API key from POST /api/keys, as `Authorization: Bearer gk_…`. It acts as its user "
+                       "within its scopes; `x-api-key-scopes` on an operation lists the scopes it accepts "
+                       "(any one)."})
     spec.register(app, in_place=True)
     _complete(app[SWAGGER_DICT])

@@ -49,7 +49,7 @@ async def test_docs_and_openapi(client: TestClient) -> None:
     assert "/api/register/" not in spec["paths"]
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
     assert flows["password"]["tokenUrl"] == "/api/login/access-token"
-    assert spec["paths"]["/api/profiles/{user_id}"]["get"]["security"] == [{"OAuth2PasswordBearer": []}]
+    assert spec["paths"]["/api/profiles/{user_id}"]["get"]["security"] == [{"OAuth2PasswordBearer": []}, {"APIKeyBearer": []}]
 
 
 async def test_health_and_ready(client: TestClient) -> None:

@@ -152,7 +152,62 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/files"): Row(DUAL, _u("/files?session_id={session}"), (200, [])),
     ("GET", "/user/files/metadata"): Row(USER_OR_AGENT, _u("/user/files/metadata"), (200, [])),
     ("GET", "/frontend/ws"): Row(NONE),  # checked separately below: the token is a query parameter
+    ("POST", "/api/keys"): Row(USER),
+    ("GET", "/api/keys"): Row(USER, _u("/api/keys"), (200, [])),
+    ("DELETE", "/api/keys/{key_id}"): Row(USER, _u("/api/keys/{apikey}"), _detail(404, "API key {apikey} was not found")),
 }
+
+# The API-key scopes each protected route accepts (any one of them): the decision for every route,
+# checked against what its handler declares. `()`: no key at all, a user JWT only.
+CHAT_OR_READ, NO_KEY = ("chat", "read"), ()
+KEY_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/api/profiles/{user_id}"): ("read",),
+    ("PATCH", "/api/profiles/{user_id}"): ("manage",),
+    ("POST", "/api/agents/register"): ("manage",),
+    ("GET", "/api/agents/"): ("read",),
+    ("GET", "/api/agents/active"): ("read",),
+    ("GET", "/api/agents/{agent_id}"): ("read",),
+    ("PATCH", "/api/agents/{agent_id}"): ("manage",),
+    ("DELETE", "/api/agents/{agent_id}"): ("manage",),
+    ("POST", "/api/agentflows/register"): ("manage",),
+    ("GET", "/api/agentflows/"): ("read",),
+    ("GET", "/api/agentflows/{agentflow_id}"): ("read",),
+    ("PATCH", "/api/agentflows/{agentflow_id}"): ("manage",),
+    ("DELETE", "/api/agentflows/{agentflow_id}"): ("manage",),
+    ("GET", "/api/logs/list"): CHAT_OR_READ,
+    ("GET", "/api/llm/model/prompt"): ("read",),
+    ("POST", "/api/llm/model/provider"): ("manage",),
+    ("PATCH", "/api/llm/model/providers/{provider_name}"): ("manage",),
+    ("POST", "/api/llm/model/config"): ("manage",),
+    ("GET", "/api/llm/model/configs"): ("read",),
+    ("GET", "/api/llm/model/config/{model_config_id}"): ("read",),
+    ("PATCH", "/api/llm/model/config/{model_config_id}"): ("manage",),
+    ("DELETE", "/api/llm/model/config/{model_config_id}"): ("manage",),
+    ("GET", "/api/chats"): CHAT_OR_READ,
+    ("POST", "/api/chats"): ("chat",),
+    ("GET", "/api/chat"): CHAT_OR_READ,
+    ("PATCH", "/api/chat"): ("chat",),
+    ("DELETE", "/api/chat"): ("chat",),
+    ("POST", "/api/mcp/servers"): ("manage",),
+    ("GET", "/api/mcp/servers"): ("read",),
+    ("GET", "/api/mcp/servers/{server_id}"): ("read",),
+    ("DELETE", "/api/mcp/servers/{server_id}"): ("manage",),
+    ("POST", "/api/a2a/agents"): ("manage",),
+    ("GET", "/api/a2a/agents"): ("read",),
+    ("GET", "/api/a2a/agents/{agent_id}"): ("read",),
+    ("DELETE", "/api/a2a/agents/{agent_id}"): ("manage",),
+    ("POST", "/files"): ("chat",),
+    ("GET", "/files/{file_id}"): CHAT_OR_READ,
+    ("GET", "/files/{file_id}/metadata"): CHAT_OR_READ,
+    ("GET", "/files"): CHAT_OR_READ,
+    ("GET", "/user/files/metadata"): CHAT_OR_READ,
+    ("GET", "/frontend/ws"): ("chat",),  # the handshake checks it: tests/test_keys.py
+    ("POST", "/api/keys"): NO_KEY,
+    ("GET", "/api/keys"): NO_KEY,
+    ("DELETE", "/api/keys/{key_id}"): NO_KEY,
+}
+ALL_SCOPES = ("chat", "read", "manage")
+KEYS_REFUSED = {"detail": "API keys cannot be used here: this endpoint needs a user token"}
 
 
 def _key(method: str, path: str) -> tuple[str, str]:
@@ -225,8 +280,11 @@ async def _world(client: TestClient, a: User, b: User, db: Any) -> World:
     await db.execute("INSERT INTO a2acards (id, name, alias, description, server_url, card_content, is_active, "
                      "creator_id) VALUES ($1, 'a_private_card', 'a_private_card_abcdef', 'd', "
                      "'http://127.0.0.1:9', '{\"skills\": []}', true, $2)", uuid.UUID(ids["card"]), uuid.UUID(a.id))
-    w.secrets = [a.id, a.username, ids["agent"], ids["agent2"], ids["flow"], ids["config"], ids["file"], ids["mcp"],
-                 ids["card"], "a-private", "sk-a-private-key", provider["api_key"]]
+    key = await post(a, "/api/keys", json={"name": "a-private-key-name", "scopes": list(ALL_SCOPES)})
+    ids["apikey"] = key["id"]
+    w.secrets = [key["key"], key["prefix"], key["id"]]
+    w.secrets += [a.id, a.username, ids["agent"], ids["agent2"], ids["flow"], ids["config"], ids["file"], ids["mcp"],
+                  ids["card"], "a-private", "sk-a-private-key", provider["api_key"]]
     return w
 
 
@@ -290,14 +348,22 @@ async def test_credentials_matrix(client: TestClient, user: User, other_user: Us
     assert not failures, "\n".join(failures)
 
 
-async def test_ownership_matrix(client: TestClient, user: User, other_user: User, db: Any) -> None:
+async def _key_of(client: TestClient, user: User, scopes: tuple[str, ...] = ALL_SCOPES) -> dict[str, str]:
+    resp = await client.post("/api/keys", json={"name": "k", "scopes": list(scopes)}, headers=user.headers)
+    assert resp.status == 201, await resp.text()
+    return {"Authorization": f"Bearer {(await resp.json())['key']}"}
+
+
+@pytest.mark.parametrize("credential", ["user JWT", "API key"])
+async def test_ownership_matrix(client: TestClient, user: User, other_user: User, db: Any, credential: str) -> None:
     w = await _world(client, user, other_user, db)
+    b_headers = w.b.headers if credential == "user JWT" else await _key_of(client, w.b)
     failures: list[str] = []
     for (method, route), row in ROUTES.items():
         if row.cross is None:
             continue
         url, kwargs = row.cross(w)
-        resp = await client.request(method, url, headers=w.b.headers, **kwargs)
+        resp = await client.request(method, url, headers=b_headers, **kwargs)
         text = await resp.text()
         # An id B itself sent may be echoed in the error text; anything else of A's is a leak.
         sent = url + repr(kwargs)
@@ -309,6 +375,8 @@ async def test_ownership_matrix(client: TestClient, user: User, other_user: User
                 failures.append(f"{method} {route}: {resp.status} {text[:200]}")
             continue
         status, body = row.expect(w) if callable(row.expect) else row.expect
+        if credential == "API key" and KEY_SCOPES[(method, route)] == NO_KEY:
+            status, body = 403, KEYS_REFUSED
         got = await resp.json() if resp.content_type == "application/json" else text
         if resp.status != status or (body is not None and got != body):
             failures.append(f"{method} {route}: expected {status} {body}, got {resp.status} {got}")
@@ -321,6 +389,66 @@ async def test_ownership_matrix(client: TestClient, user: User, other_user: User
     assert (await resp.json())["total_count"] == 1
     resp = await client.get(f"/files/{w.ids['file']}", headers=w.a.headers)
     assert await resp.read() == b"a-private-bytes"
+    resp = await client.get("/api/keys", headers=w.a.headers)
+    assert [k["id"] for k in await resp.json()] == [w.ids["apikey"]]
+    assert not failures, "\n".join(failures)
+
+
+def _handler(client: TestClient, method: str, route: str) -> Any:
+    for app_route in client.app.router.routes():
+        info = app_route.resource.get_info() if app_route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if path and _key(method, path) == _key(method, route) and app_route.method in (method, "*"):
+            handler = app_route.handler
+            return getattr(handler, method.lower(), None) if app_route.method == "*" else handler
+    raise AssertionError(f"no handler for {method} {route}")
+
+
+async def test_every_protected_route_has_a_key_scope_decision(client: TestClient) -> None:
+    from genai_backend.auth.middleware import declared_scopes
+
+    protected = {key for key, row in ROUTES.items() if row.auth != NONE} | {("GET", "/frontend/ws")}
+    assert set(KEY_SCOPES) == protected
+    wrong = [f"{method} {route}: declares {declared_scopes(_handler(client, method, route))}, the table says {scopes}"
+             for (method, route), scopes in KEY_SCOPES.items() if route != "/frontend/ws"
+             and declared_scopes(_handler(client, method, route)) != scopes]
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_key_scopes_matrix(client: TestClient, user: User, other_user: User, db: Any) -> None:
+    """On every route: a dead key is a 401, a key without an accepted scope a 403 naming them."""
+    w = await _world(client, user, other_user, db)
+    expired = await _key_of(client, w.b)
+    await db.execute("UPDATE api_keys SET expires_at = (now() AT TIME ZONE 'UTC') - interval '1 second' "
+                     "WHERE user_id = $1", uuid.UUID(w.b.id))
+    revoked = await _key_of(client, w.b)
+    await db.execute("DELETE FROM api_keys WHERE user_id = $1 AND expires_at IS NULL", uuid.UUID(w.b.id))
+    dead = {"unknown": {"Authorization": "Bearer gk_" + "A" * 43}, "expired": expired, "revoked": revoked,
+            "bare prefix": {"Authorization": "Bearer gk_"}}
+    keys = {scopes: await _key_of(client, w.b, scopes)
+            for scopes in (("chat",), ("read",), ("manage",), ("chat", "read"), ("read", "manage"), ("chat", "manage"),
+                           ALL_SCOPES)}
+    failures: list[str] = []
+    for (method, route), accepted in KEY_SCOPES.items():
+        if route == "/frontend/ws":
+            continue
+        row = ROUTES[(method, route)]
+        url, kwargs = row.cross(w) if row.cross else (route.replace("{", "").replace("}", ""), {})
+        cases: list[tuple[str, dict[str, str], int, Any]] = [
+            (name, headers, 401, INVALID) for name, headers in dead.items()]
+        if accepted == NO_KEY:
+            cases.append(("every scope", keys[ALL_SCOPES], 403, KEYS_REFUSED))
+        else:
+            lacking = tuple(s for s in ALL_SCOPES if s not in accepted)
+            named = " or ".join(f"'{s}'" for s in accepted)
+            cases.append((f"scopes {lacking}", keys[lacking], 403, {"detail": f"This API key lacks the {named} scope"}))
+        for name, headers, status, body in cases:
+            resp = await client.request(method, url, headers=headers, **kwargs)
+            got = await resp.json() if resp.content_type == "application/json" else await resp.text()
+            if resp.status != status or got != body:
+                failures.append(f"{method} {route} [{name}]: {resp.status} {got}")
+            elif "Bearer" not in resp.headers.get("WWW-Authenticate", ""):
+                failures.append(f"{method} {route} [{name}]: no WWW-Authenticate")
     assert not failures, "\n".join(failures)
 
 

@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.discovery.a2a import CardUnavailable
 from genai_backend.discovery.client import DISCOVERY, refusal_detail
@@ -53,7 +53,7 @@ class A2AAgentsView(web.View):
     URL_PATH = "/api/a2a/agents"
 
     @docs(tags=["a2a"], summary="Register an A2A agent by URL: its agent card is fetched and stored")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(A2AAgentCreateSchema)
     @response_schema(A2AAgentRegisteredSchema, 200)
     @response_schema(DetailSchema, 400, description="No valid card there, or refused by the URL policy")
@@ -76,7 +76,7 @@ class A2AAgentsView(web.View):
         return json_response({key: value for key, value in row.items() if value is not None})
 
     @docs(tags=["a2a"], summary="Your A2A agents (active or not), newest first, at most 100")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @response_schema(A2AAgentSchema(many=True), 200)
     async def get(self) -> web.Response:
         rows = queries.list_a2a_cards(self.request.app[POOL], creator_id=self.request[USER_ID])
@@ -87,7 +87,7 @@ class A2AAgentView(web.View):
     URL_PATH = "/api/a2a/agents/{agent_id}"
 
     @docs(tags=["a2a"], summary="One of your A2A agents")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @path(A2AAgentPathSchema)
     @response_schema(A2AAgentSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -100,7 +100,7 @@ class A2AAgentView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["a2a"], summary="Delete one of your A2A agents")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(A2AAgentPathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import DUAL, USER, USER_ID, USER_OR_AGENT, auth
+from genai_backend.auth.middleware import DUAL, MANAGE, READ, USER, USER_ID, USER_OR_AGENT, auth
 from genai_backend.auth.tokens import issue_agent_token
 from genai_backend.catalogues import CATALOGUES
 from genai_backend.config import SETTINGS
@@ -106,7 +106,7 @@ class RegisterAgentView(web.View):
     URL_PATH = "/api/agents/register"
 
     @docs(tags=["agents"], summary="Register an agent and get its JWT")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(AgentCreateSchema)
     @response_schema(AgentRegisteredSchema, 200)
     @response_schema(DetailSchema, 400, description="Id taken, or not a uuid")
@@ -138,7 +138,7 @@ class AgentsView(web.View):
     URL_PATH = "/api/agents/"
 
     @docs(tags=["agents"], summary="List your agents")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=READ)
     @query(AgentListQuerySchema)
     @response_schema(AgentItemSchema(many=True), 200)
     async def get(self) -> web.Response:
@@ -166,7 +166,7 @@ class ActiveAgentsView(web.View):
     URL_PATH = "/api/agents/active"
 
     @docs(tags=["agents"], summary="Everything the master agent may call: flows, agents, MCP tools, A2A cards")
-    @auth(DUAL)
+    @auth(DUAL, scope=READ)
     @query(ActiveQuerySchema)
     @response_schema(ActiveListSchema, 200)
     @response_schema(DetailSchema, 400, description="Credential mix-up (README §3)")
@@ -190,7 +190,7 @@ class AgentView(web.View):
     URL_PATH = "/api/agents/{agent_id}"
 
     @docs(tags=["agents"], summary="Read one of your agents")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=READ)
     @path(AgentPathSchema)
     @response_schema(AgentItemSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -202,7 +202,7 @@ class AgentView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["agents"], summary="Edit one of your agents")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(AgentPathSchema)
     @body(AgentUpdateSchema)
     @response_schema(AgentItemSchema, 200)
@@ -219,7 +219,7 @@ class AgentView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["agents"], summary="Delete one of your agents (a running agent stays connected)")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(AgentPathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

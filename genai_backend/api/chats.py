@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from yarl import URL
 
-from genai_backend.auth.middleware import DUAL, USER, USER_ID, auth
+from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, DUAL, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
 from genai_backend.responses import json_response, no_content
@@ -49,7 +49,7 @@ class ChatsView(web.View):
     URL_PATH = "/api/chats"
 
     @docs(tags=["chats"], summary="Your conversations, newest first")
-    @auth(USER)
+    @auth(USER, scope=CHAT_OR_READ)
     @query(ChatListQuerySchema)
     @response_schema(ChatListSchema, 200)
     async def get(self) -> web.Response:
@@ -59,7 +59,7 @@ class ChatsView(web.View):
         return json_response({"chats": [dict(row) async for row in rows]})
 
     @docs(tags=["chats"], summary="Create a conversation (the WebSocket normally does)")
-    @auth(USER)
+    @auth(USER, scope=CHAT)
     @body(ChatCreateSchema)
     @response_schema(ChatRowSchema, 200)
     @response_schema(DetailSchema, 400, description="Session id taken")
@@ -77,7 +77,7 @@ class ChatView(web.View):
     URL_PATH = "/api/chat"
 
     @docs(tags=["chats"], summary="A conversation's messages, newest first (also for the master agent)")
-    @auth(DUAL)
+    @auth(DUAL, scope=CHAT_OR_READ)
     @query(ChatHistoryQuerySchema)
     @response_schema(ChatHistorySchema, 200)
     async def get(self) -> web.Response:
@@ -91,7 +91,7 @@ class ChatView(web.View):
         return json_response(page_envelope(self.request.url, page, per_page, rows[0]["total_count"], items))
 
     @docs(tags=["chats"], summary="Rename a conversation")
-    @auth(USER)
+    @auth(USER, scope=CHAT)
     @query(ChatSessionQuerySchema)
     @body(ChatTitleSchema)
     @response_schema(ChatRowSchema, 200)
@@ -105,7 +105,7 @@ class ChatView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["chats"], summary="Delete a conversation and its messages")
-    @auth(USER)
+    @auth(USER, scope=CHAT)
     @query(ChatSessionQuerySchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

@@ -11,7 +11,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import DUAL, USER_ID, USER_OR_AGENT, auth
+from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, DUAL, USER_ID, USER_OR_AGENT, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError, BadRequestError, ServerError, ValidationFailed
 from genai_backend.responses import json_response
@@ -79,7 +79,7 @@ class FilesView(web.View):
     URL_PATH = "/files"
 
     @docs(tags=["files"], summary="Upload a file (multipart, streamed to disk, size-limited)", **_UPLOAD_DOC)
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=CHAT)
     @response_schema(FileCreatedSchema, 201)
     @response_schema(DetailSchema, 413, description="Larger than MAX_UPLOAD_BYTES")
     @response_schema(DetailSchema, 500, description="Failed to save file")
@@ -165,7 +165,7 @@ class FilesView(web.View):
 
 
     @docs(tags=["files"], summary="Files of one of your chat sessions (also for the master agent)")
-    @auth(DUAL)
+    @auth(DUAL, scope=CHAT_OR_READ)
     @query(SessionFilesQuerySchema)
     @response_schema(SessionFileSchema(many=True), 200)
     async def get(self) -> web.Response:
@@ -178,7 +178,7 @@ class FileView(web.View):
     URL_PATH = "/files/{file_id}"
 
     @docs(tags=["files"], summary="Download one of your files")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=CHAT_OR_READ)
     @path(FilePathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     @response_schema(DetailSchema, 500, description="Row exists, content missing on disk")
@@ -202,7 +202,7 @@ class FileMetadataView(web.View):
     URL_PATH = "/files/{file_id}/metadata"
 
     @docs(tags=["files"], summary="Metadata (FileDTO) of one of your files")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=CHAT_OR_READ)
     @path(FilePathSchema)
     @response_schema(FileSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -218,7 +218,7 @@ class UserFilesView(web.View):
     URL_PATH = "/user/files/metadata"
 
     @docs(tags=["files"], summary="All your files, newest first")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=CHAT_OR_READ)
     @query(FileListQuerySchema)
     @response_schema(FileSchema(many=True), 200)
     async def get(self) -> web.Response:

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
 from genai_backend.naming import normalise_name, with_unique_alias
@@ -50,7 +50,7 @@ class RegisterFlowView(web.View):
     URL_PATH = "/api/agentflows/register"
 
     @docs(tags=["agentflows"], summary="Compose a flow from your active agents and tools")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(FlowBodySchema)
     @response_schema(FlowRowSchema, 200)
     @response_schema(DetailSchema, 400, description="Bad element, or a member not yours / not active")
@@ -73,7 +73,7 @@ class FlowsView(web.View):
     URL_PATH = "/api/agentflows/"
 
     @docs(tags=["agentflows"], summary="List your flows, newest first")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @query(FlowListQuerySchema)
     @response_schema(FlowObjectSchema(many=True), 200)
     async def get(self) -> web.Response:
@@ -87,7 +87,7 @@ class FlowView(web.View):
     URL_PATH = "/api/agentflows/{agentflow_id}"
 
     @docs(tags=["agentflows"], summary="Read one of your flows")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @path(FlowPathSchema)
     @response_schema(FlowObjectSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -100,7 +100,7 @@ class FlowView(web.View):
         return json_response(rows[0])
 
     @docs(tags=["agentflows"], summary="Replace one of your flows (it gets a new alias)")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(FlowPathSchema)
     @body(FlowBodySchema)
     @response_schema(FlowRowSchema, 200)
@@ -125,7 +125,7 @@ class FlowView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["agentflows"], summary="Delete one of your flows")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(FlowPathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

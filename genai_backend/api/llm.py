@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
 from genai_backend.auth import secrets
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError, ServerError, ValidationFailed
@@ -49,7 +49,7 @@ class PromptView(web.View):
     URL_PATH = "/api/llm/model/prompt"
 
     @docs(tags=["llm"], summary="The default system prompt for a new model configuration")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @query(PromptQuerySchema)
     @response_schema(PromptSchema, 200)
     async def get(self) -> web.Response:
@@ -60,7 +60,7 @@ class ProviderCreateView(web.View):
     URL_PATH = "/api/llm/model/provider"
 
     @docs(tags=["llm"], summary="Add a model provider; its API key is stored encrypted")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(ProviderCreateSchema)
     @response_schema(ProviderSchema, 200, description="Null values are omitted (no api_key for Ollama)")
     @response_schema(DetailSchema, 400, description="Name taken")
@@ -85,7 +85,7 @@ class ProviderView(web.View):
     URL_PATH = "/api/llm/model/providers/{provider_name}"
 
     @docs(tags=["llm"], summary="Change a provider's API key and metadata")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(ProviderPathSchema)
     @body(ProviderUpdateSchema)
     @response_schema(ProviderSchema, 200)
@@ -117,7 +117,7 @@ class ConfigCreateView(web.View):
     URL_PATH = "/api/llm/model/config"
 
     @docs(tags=["llm"], summary="Add a model configuration to one of your providers")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(ConfigCreateSchema)
     @response_schema(ProviderWithConfigsSchema(many=True), 200, description="The provider, configs newest first")
     @response_schema(DetailSchema, 400, description="No such provider, or name taken")
@@ -143,7 +143,7 @@ class ConfigsView(web.View):
     URL_PATH = "/api/llm/model/configs"
 
     @docs(tags=["llm"], summary="Your providers (newest first), each with its configurations")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @query(ConfigListQuerySchema)
     @response_schema(ProviderWithConfigsSchema(many=True), 200)
     async def get(self) -> web.Response:
@@ -158,7 +158,7 @@ class ConfigView(web.View):
     URL_PATH = "/api/llm/model/config/{model_config_id}"
 
     @docs(tags=["llm"], summary="One configuration, inside its provider")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @path(ConfigPathSchema)
     @response_schema(ProviderWithConfigsSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -171,7 +171,7 @@ class ConfigView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["llm"], summary="Change the fields sent; the others keep their values")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(ConfigPathSchema)
     @body(ConfigUpdateSchema)
     @response_schema(ModelConfigSchema, 200)
@@ -194,7 +194,7 @@ class ConfigView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["llm"], summary="Delete a configuration")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(ConfigPathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

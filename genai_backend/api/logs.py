@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import CHAT_OR_READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
 from genai_backend.responses import json_response
@@ -17,7 +17,7 @@ class LogsView(web.View):
     URL_PATH = "/api/logs/list"
 
     @docs(tags=["logs"], summary="Logs of your agents for one request or one session, oldest first")
-    @auth(USER)
+    @auth(USER, scope=CHAT_OR_READ)
     @query(LogQuerySchema)
     @response_schema(LogSchema(many=True), 200)
     @response_schema(DetailSchema, 400, description="Give exactly one of request_id and session_id")

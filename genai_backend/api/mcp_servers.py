@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.discovery.client import DISCOVERY, refusal_detail
 from genai_backend.discovery.guard import UrlRefused
@@ -63,7 +63,7 @@ class McpServersView(web.View):
     URL_PATH = "/api/mcp/servers"
 
     @docs(tags=["mcp"], summary="Register an MCP server: its tools are listed and stored")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @body(McpServerCreateSchema)
     @response_schema(McpServerRegisteredSchema, 200)
     @response_schema(DetailSchema, 400, description="Unreachable, not MCP, or refused by the URL policy")
@@ -92,7 +92,7 @@ class McpServersView(web.View):
             "is_active": server["is_active"], "created_at": server["created_at"], "updated_at": server["updated_at"]})
 
     @docs(tags=["mcp"], summary="Your active MCP servers with their tools, oldest first")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @query(McpServerListQuerySchema)
     @response_schema(McpServerSchema(many=True), 200)
     async def get(self) -> web.Response:
@@ -107,7 +107,7 @@ class McpServerView(web.View):
     URL_PATH = "/api/mcp/servers/{server_id}"
 
     @docs(tags=["mcp"], summary="One of your MCP servers (active or not) with its tools")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @path(McpServerPathSchema)
     @response_schema(McpServerSchema, 200)
     @response_schema(DetailSchema, 400, description="Not found")
@@ -121,7 +121,7 @@ class McpServerView(web.View):
         return json_response(found)
 
     @docs(tags=["mcp"], summary="Delete one of your MCP servers and its tools")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(McpServerPathSchema)
     @response_schema(DetailSchema, 400, description="Not found")
     async def delete(self) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
-from genai_backend.auth.middleware import USER, USER_ID, auth
+from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
 from genai_backend.responses import json_response
@@ -17,7 +17,7 @@ class ProfileView(web.View):
     URL_PATH = "/api/profiles/{user_id}"
 
     @docs(tags=["profiles"], summary="Read your profile")
-    @auth(USER)
+    @auth(USER, scope=READ)
     @path(ProfilePathSchema)
     @response_schema(ProfileSchema, 200)
     @response_schema(DetailSchema, 400, description="Not your profile, or none")
@@ -31,7 +31,7 @@ class ProfileView(web.View):
         return json_response(dict(row))
 
     @docs(tags=["profiles"], summary="Edit your profile")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(ProfilePathSchema)
     @body(ProfileUpdateSchema)
     @response_schema(ProfileSchema, 200)

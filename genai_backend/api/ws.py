@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import orjson
 from aiohttp import WSMsgType, web
 
-from genai_backend.auth import secrets, tokens
+from genai_backend.auth import api_keys, secrets, tokens
 from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
@@ -98,6 +98,8 @@ def _answer_object(result: Invocation) -> Any:
 
 class ChatSocketView(web.View):
     URL_PATH = "/frontend/ws"
+    # The hash of the API key the socket was opened with (None for a user JWT).
+    api_key_hash: bytes | None = None
 
     async def get(self) -> web.WebSocketResponse:
         user_id, session_id = await self._handshake()
@@ -106,6 +108,7 @@ class ChatSocketView(web.View):
         registry = self.request.app[SOCKETS]
         registry.add(user_id, ws)
         chat = ChatTurns(self.request.app, ws, user_id, session_id)
+        chat.api_key_hash = self.api_key_hash
         try:
             async for msg in ws:
                 received = time.perf_counter()
@@ -125,29 +128,48 @@ class ChatSocketView(web.View):
         token = self.request.query.get("token", "")
         if not token:
             raise HandshakeRefused(TOKEN_MISSING)
-        try:
-            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
-        except tokens.InvalidToken:
-            raise HandshakeRefused(TOKEN_INVALID) from None
-        if claims.is_agent:
-            raise HandshakeRefused(TOKEN_INVALID)
+        user_id = await self._key_user(token) if api_keys.is_key(token) else self._jwt_user(token)
         raw_session = self.request.query.get("session_id", "")
         try:
             # An empty value counts as absent, like the reference's truthiness test.
             session_id = parse_uuid(raw_session) if raw_session else uuid.uuid4()
         except FieldError:
             raise HandshakeRefused(BAD_SESSION) from None
-        check = await queries.check_chat_socket(self.request.app[POOL], user_id=claims.sub, session_id=session_id)
+        check = await queries.check_chat_socket(self.request.app[POOL], user_id=user_id, session_id=session_id)
         if not check["user_exists"]:
             raise HandshakeRefused(TOKEN_INVALID)
         if check["foreign_session"]:
             raise HandshakeRefused(FOREIGN_SESSION)  # D28
-        set_user(claims.sub)
-        return claims.sub, session_id
+        set_user(user_id)
+        return user_id, session_id
+
+    def _jwt_user(self, token: str) -> uuid.UUID:
+        try:
+            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
+        except tokens.InvalidToken:
+            raise HandshakeRefused(TOKEN_INVALID) from None
+        if claims.is_agent:
+            raise HandshakeRefused(TOKEN_INVALID)
+        return claims.sub
+
+    async def _key_user(self, key: str) -> uuid.UUID:
+        digest = api_keys.key_hash(key)
+        grant = await api_keys.lookup_hash(self.request.app[POOL], digest)
+        if grant is None:
+            raise HandshakeRefused(TOKEN_INVALID)
+        problem = api_keys.missing_scope(grant, (api_keys.CHAT,))
+        if problem is not None:
+            raise HandshakeRefused(problem)
+        self.api_key_hash = digest
+        return grant.user_id
 
 
 class ChatTurns:
     """One socket's conversation: each `handle` is one message's round trip (websocket.md §3)."""
+
+    # Set for a socket opened with an API key: every message re-checks it, so a revoked or expired
+    # key stops an open socket too, not only new handshakes.
+    api_key_hash: bytes | None = None
 
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, user_id: uuid.UUID,
                  session_id: uuid.UUID) -> None:
@@ -174,6 +196,8 @@ class ChatTurns:
             # D07: report and wait for the next frame; nothing of this one is processed.
             await self.send({"error": f"Message validation failed. Details: {problem}"})
             return
+        if self.api_key_hash is not None and not await api_keys.hash_is_live(self.app[POOL], self.api_key_hash):
+            await self.close(TOKEN_INVALID, 1008)
         request_id = uuid.uuid4()
         metrics.CHAT_STARTED.inc()
         try:

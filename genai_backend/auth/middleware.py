@@ -1,26 +1,29 @@
 """Who is calling: the three credential modes of spec README §Authentication, as one middleware.
 
 Handlers declare their mode with `@auth(USER)` (or USER_OR_AGENT, DUAL); the middleware resolves
-the acting user before any parameter is validated, as the reference does (errors.md §1).
+the acting user before any parameter is validated, as the reference does (errors.md §1). An API
+key (`Bearer gk_…`, auth/api_keys.py) stands in for a user JWT, within the scopes the handler
+declares next to its mode: `@auth(USER, scope=MANAGE)`.
 """
 from __future__ import annotations
 
 import hmac
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import docs
 
-from genai_backend.auth import tokens
+from genai_backend.auth import api_keys, tokens
+from genai_backend.auth.api_keys import CHAT, CHAT_OR_READ, MANAGE, READ, USER_TOKEN_ONLY  # noqa: F401
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import NOT_AUTHENTICATED, TOKEN_INVALID, BadRequestError, UnauthorizedError
 from genai_backend.observability.logs import set_user
-from genai_backend.openapi import API_KEY, OAUTH2
+from genai_backend.openapi import API_KEY, GK_KEY, OAUTH2
 from genai_backend.validation import endpoint
 
 USER = "user"
@@ -31,6 +34,7 @@ USER_ID = web.RequestKey("user_id", uuid.UUID)
 
 T = TypeVar("T")
 _ATTR = "__auth_mode__"
+_SCOPE_ATTR = "__auth_key_scopes__"
 
 
 class KnownUsers:
@@ -63,21 +67,35 @@ KNOWN_USERS = web.AppKey("known_users", KnownUsers)
 
 
 
-def auth(mode: str) -> Callable[[T], T]:
-    """Mark a handler's credential mode, and document it in OpenAPI."""
+def auth(mode: str, scope: str | api_keys.Accepted | None = None) -> Callable[[T], T]:
+    """Mark a handler's credential mode and the API-key scopes it accepts (any one), and document both."""
+    accepted = (scope,) if isinstance(scope, str) else scope
     security: list[dict[str, list[str]]] = [{OAUTH2: []}]
+    if accepted != USER_TOKEN_ONLY:
+        security.append({GK_KEY: []})
     if mode == DUAL:
         security.append({API_KEY: []})
+    extra: dict[str, Any] = {} if accepted is None else {"x-api-key-scopes": list(accepted)}
 
     def decorate(handler: T) -> T:
         setattr(handler, _ATTR, mode)
-        return cast(T, docs(security=security)(cast(Any, handler)))
+        setattr(handler, _SCOPE_ATTR, accepted)
+        return cast(T, docs(security=security, **extra)(cast(Any, handler)))
 
     return decorate
 
 
 def _mode(request: web.Request) -> str | None:
     return getattr(endpoint(request), _ATTR, None)
+
+
+def declared_scopes(handler: Any) -> api_keys.Accepted | None:
+    return getattr(handler, _SCOPE_ATTR, None)
+
+
+def _key_user(request: web.Request, key: str) -> Awaitable[uuid.UUID]:
+    accepted = api_keys.accepted_scopes(declared_scopes(endpoint(request)), request.method)
+    return api_keys.user_from_key(request.app[POOL], key, accepted)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -90,6 +108,8 @@ def bearer_token(request: web.Request) -> str:
 
 
 async def user_from_token(request: web.Request, token: str, allow_agent: bool) -> uuid.UUID:
+    if api_keys.is_key(token):
+        return await _key_user(request, token)
     try:
         claims = tokens.decode(token, request.app[SETTINGS].secret_key)
     except tokens.InvalidToken:
@@ -127,6 +147,9 @@ async def _dual(request: web.Request) -> uuid.UUID:
         except ValueError:
             return uuid.UUID(int=0)
     token = header.rsplit(" ", 1)[-1]
+    if api_keys.is_key(token):
+        # A key is not a JWT: its failures are the 401/403 of every other route, not this table's 400.
+        return await _key_user(request, token)
     try:
         claims = tokens.decode(token, request.app[SETTINGS].secret_key)
     except tokens.InvalidToken:
