@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from genai_backend.protocol import oversized
 from genai_backend.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def _http_exception_response(exc: web.HTTPException) -> web.StreamResponse:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refused = oversized(request)
+    if refused is not None:
+        return json_response({"detail": refused[1]}, status=refused[0])
     try:
         return await handler(request)
     except ApiError as exc:

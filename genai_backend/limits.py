@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+# JSON request bodies (uploads stream through multipart readers and have their own limit).
+MAX_JSON_BODY = 1024 * 1024
 # Deeper documents are refused before anything recurses over them: Python's recursion limit
 # (~1000 frames) and orjson's encoder (255 levels, used for jsonb) are both far above this.
 MAX_JSON_DEPTH = 100

@@ -305,3 +305,52 @@ async def test_session_created_by_another_user_after_the_handshake_closes_1008(
     assert frame == {"error": "session_id belongs to another user"}
     code, reason = await receive_close(ws)
     assert (code, reason) == (1008, "session_id belongs to another user")
+
+
+# ----- request line and headers ------------------------------------------------------------------
+
+SECRET = "Bearer eyJsecretTOKENvalue"
+
+
+async def raw_request(client: TestClient, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        body = await reader.readexactly(int(headers["Content-Length"]))
+        return int(lines[0].split()[1]), headers, body
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: " + SECRET.encode() + b"A" * 9000 + b"\r\n\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-" + b"n" * 9000 + b": " + SECRET.encode() + b"\r\n\r\n", 431),
+    (b"GET /" + SECRET.replace(" ", "").encode() + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, SECRET.encode()) for i in range(200))
+     + b"\r\n", 431),
+])
+async def test_header_or_url_over_the_limit_is_json_and_echoes_nothing(
+        client: TestClient, caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: int) -> None:
+    caplog.set_level(logging.INFO)
+    got, headers, body = await raw_request(client, request_bytes)
+    assert got == status, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert "detail" in json.loads(body)
+    assert b"secret" not in body.lower() and b"aaaa" not in body.lower()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_far_over_the_limit_logs_no_traceback_and_no_content(client: TestClient,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # Past the parser's own headroom aiohttp answers by itself; its log line must still be clean.
+    caplog.set_level(logging.DEBUG)
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: " + SECRET.encode() + b"A" * 100_000 + b"\r\n\r\n"
+    got, _, _ = await raw_request(client, request)
+    assert got == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not [r for r in caplog.records if "secret" in r.getMessage().lower()]
+    assert any("refused a malformed request" in r.getMessage() for r in caplog.records)
