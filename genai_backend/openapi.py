@@ -72,8 +72,10 @@ def _form_body(operation: dict[str, Any]) -> None:
     operation["parameters"] = [p for p in params if p.get("in") != "formData"] or None
     if operation["parameters"] is None:
         del operation["parameters"]
-    schema: dict[str, Any] = {"type": "object",
-                              "properties": {p["name"]: p.get("schema", {}) for p in form}}
+    # A form field is absent or a string: a null default would be sent as the text "null".
+    properties = {p["name"]: {k: v for k, v in p.get("schema", {}).items() if (k, v) != ("default", None)}
+                  for p in form}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
     required = [p["name"] for p in form if p.get("required")]
     if required:
         schema["required"] = required

@@ -354,3 +354,34 @@ async def test_far_over_the_limit_logs_no_traceback_and_no_content(client: TestC
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not [r for r in caplog.records if "secret" in r.getMessage().lower()]
     assert any("refused a malformed request" in r.getMessage() for r in caplog.records)
+
+
+# ----- the OpenAPI document -----------------------------------------------------------------------
+
+async def test_openapi_document_is_valid_openapi_3_0_3(client: TestClient) -> None:
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200
+    document = await resp.json()
+    errors = [f"{list(e.path)}: {e.message[:200]}" for e in OpenAPIV30SpecValidator(document).iter_errors()]
+    assert errors == []
+    assert not [op for item in document["paths"].values() for op in item.values() if "produces" in op]
+
+
+async def test_login_form_is_a_urlencoded_request_body(client: TestClient) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    login = document["paths"]["/api/login/access-token"]["post"]
+    assert "parameters" not in login
+    schema = login["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert schema["required"] == ["username", "password"]
+    assert list(schema["properties"]) == ["grant_type", "username", "password", "scope", "client_id", "client_secret"]
+
+
+async def test_openapi_document_documents_the_limits(client: TestClient) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    assert f"at most {MAX_PAGE_SIZE}" in document["info"]["description"]
+    limit = next(p for p in document["paths"]["/api/agents/"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == MAX_PAGE_SIZE and str(MAX_PAGE_SIZE) in limit["description"]
+    password = document["components"]["schemas"]["UserCreate"]["properties"]["password"]
+    assert "special character" in password["description"]
