@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import uuid
@@ -385,3 +386,15 @@ async def test_openapi_document_documents_the_limits(client: TestClient) -> None
     assert limit["schema"]["maximum"] == MAX_PAGE_SIZE and str(MAX_PAGE_SIZE) in limit["description"]
     password = document["components"]["schemas"]["UserCreate"]["properties"]["password"]
     assert "special character" in password["description"]
+
+
+async def test_openapi_document_is_served_from_cached_bytes(client: TestClient) -> None:
+    from genai_backend.openapi import OPENAPI_GZIP, OPENAPI_JSON
+
+    plain = await client.get("/openapi.json", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert await plain.read() == client.app[OPENAPI_JSON]
+    packed = await client.get("/openapi.json", headers={"Accept-Encoding": "br, gzip;q=0.8"}, auto_decompress=False)
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    assert await packed.read() == client.app[OPENAPI_GZIP]
+    assert gzip.decompress(client.app[OPENAPI_GZIP]) == client.app[OPENAPI_JSON]
