@@ -398,3 +398,14 @@ async def test_openapi_document_is_served_from_cached_bytes(client: TestClient) 
     assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
     assert await packed.read() == client.app[OPENAPI_GZIP]
     assert gzip.decompress(client.app[OPENAPI_GZIP]) == client.app[OPENAPI_JSON]
+
+
+# ----- router frames ------------------------------------------------------------------------------
+
+def test_router_frame_nested_very_deep_is_refused_as_not_json() -> None:
+    from genai_backend.bus.handlers import _decode
+
+    with pytest.raises(ValueError):
+        _decode("[" * 200_000)
+    with pytest.raises(ValueError):
+        _decode('{"request_payload": ' + "[" * 500 + "]" * 500 + "}")
