@@ -116,8 +116,15 @@ OPENAPI_GZIP = web.AppKey("openapi_gzip", bytes)
 def _accepts_gzip(request: web.Request) -> bool:
     for coding in request.headers.get(hdrs.ACCEPT_ENCODING, "").split(","):
         name, _, params = coding.partition(";")
-        if name.strip().lower() == "gzip":
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+        if name.strip().lower() != "gzip":
+            continue
+        key, _, value = params.strip().partition("=")
+        if key.strip() != "q":
+            return True
+        try:
+            return float(value) > 0
+        except ValueError:
+            return False
     return False
 
 
