@@ -18,6 +18,8 @@ MAX_PAGE_SIZE = 1000
 # Indexed identifiers (usernames, provider, configuration and model names): a btree entry holds
 # at most ~2700 bytes, i.e. 675 characters of 4 bytes; 255 is far below and what clients expect.
 MAX_KEY_LENGTH = 255
+# Uploaded file names: not indexed, and never a path; room for long names, not for abuse.
+MAX_FILE_NAME_LENGTH = 1024
 # Server URLs (MCP, A2A): unique per user, so indexed too.
 MAX_URL_LENGTH = 2048
 # Every other stored string (descriptions, prompts, chat messages, titles).

@@ -14,6 +14,7 @@ from aiohttp_apigami import AiohttpApiSpec
 from aiohttp_apigami.constants import SWAGGER_DICT
 
 from genai_backend.limits import (
+    MAX_FILE_NAME_LENGTH,
     MAX_JSON_BODY,
     MAX_JSON_DEPTH,
     MAX_KEY_LENGTH,
@@ -27,8 +28,9 @@ LIMITS_DESCRIPTION = (
     "Limits (README §Limits); each is answered with a 4xx, never a 500:\n\n"
     f"* JSON bodies: at most {MAX_JSON_BODY} bytes (413), nested at most {MAX_JSON_DEPTH} levels deep (422 "
     "`json_invalid`); the same depth holds for WebSocket frames, router frames and remote MCP/A2A documents.\n"
-    f"* Strings: usernames, provider, configuration and model names at most {MAX_KEY_LENGTH} characters, server "
-    f"URLs at most {MAX_URL_LENGTH}, every other string at most {MAX_TEXT_LENGTH} (422 `string_too_long`).\n"
+    f"* Strings: usernames, provider, configuration and model names at most {MAX_KEY_LENGTH} characters, file "
+    f"names {MAX_FILE_NAME_LENGTH}, server URLs {MAX_URL_LENGTH}, every other string {MAX_TEXT_LENGTH} (422 "
+    "`string_too_long`).\n"
     f"* Lists: `limit` and `per_page` at most {MAX_PAGE_SIZE} (422 `less_than_equal`); integers that are not "
     "integers, or of thousands of digits, are 422 `int_parsing`.\n"
     "* Uploads: the file at most MAX_UPLOAD_BYTES, the whole multipart body at most 64 KiB more (413).\n"

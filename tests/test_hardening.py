@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from genai_backend.app import create_app
 from genai_backend.config import Settings
-from genai_backend.limits import MAX_JSON_DEPTH, MAX_KEY_LENGTH, MAX_PAGE_SIZE, MAX_TEXT_LENGTH, MAX_URL_LENGTH
+from genai_backend.limits import MAX_FILE_NAME_LENGTH, MAX_JSON_DEPTH, MAX_KEY_LENGTH, MAX_PAGE_SIZE, MAX_TEXT_LENGTH, MAX_URL_LENGTH
 from tests.chat_fixtures import chat_frame, open_socket, receive_close, receive_frame, setup_llm
 from tests.conftest import User, with_settings
 from tests.test_jobs import refresh
@@ -175,16 +175,27 @@ async def test_malformed_login_form_is_4xx(client: TestClient, content_type: str
     assert "detail" in await resp.json()
 
 
-async def test_non_utf8_part_header_on_upload_is_4xx(client: TestClient, user: User) -> None:
-    body = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\xff\xfe.txt\"\r\n"
-            b"Content-Type: text/pl\xffain\r\n\r\nhello\r\n--xyz--\r\n")
+@pytest.mark.parametrize("header", [
+    b"Content-Disposition: form-data; name=\"file\"; filename=\"a\xff\xfe.txt\"\r\n",
+    b"Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/pl\xffain\r\n",
+])
+async def test_non_utf8_part_header_on_upload_is_400(client: TestClient, user: User, db: asyncpg.Connection,
+                                                     header: bytes) -> None:
+    body = b"--xyz\r\n" + header + b"\r\nhello\r\n--xyz--\r\n"
     resp = await client.post("/files", data=body, headers={**user.headers,
                                                            "Content-Type": "multipart/form-data; boundary=xyz"})
-    assert 400 <= resp.status < 500 or resp.status == 201, await resp.text()
-    if resp.status == 201:
-        file_id = (await resp.json())["id"]
-        resp = await client.get(f"/files/{file_id}/metadata", headers=user.headers)
-        assert resp.status == 200, await resp.text()
+    assert resp.status == 400, await resp.text()
+    assert await resp.json() == {"detail": "There was an error parsing the body"}
+    assert await db.fetchval("SELECT count(*) FROM files") == 0
+
+
+async def test_long_file_name_is_string_too_long(client: TestClient, user: User) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"x", filename="n" * MAX_FILE_NAME_LENGTH + ".txt")
+    resp = await client.post("/files", data=form, headers=user.headers)
+    status, body = await status_and_body(resp)
+    assert status == 422
+    too_long(body, ["body", "file"], MAX_FILE_NAME_LENGTH)
 
 
 async def test_total_body_is_bounded_not_only_the_file(aiohttp_client: Any, settings: Settings, user: User,

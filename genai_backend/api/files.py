@@ -14,6 +14,7 @@ from aiohttp_apigami import docs, response_schema
 from genai_backend.auth.middleware import DUAL, USER_ID, USER_OR_AGENT, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError, BadRequestError, ServerError, ValidationFailed
+from genai_backend.limits import MAX_FILE_NAME_LENGTH
 from genai_backend.responses import json_response
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.files import (
@@ -67,6 +68,15 @@ def disposition(part: BodyPartReader) -> tuple[str | None, str | None]:
     name, filename = params.get("name"), params.get("filename")
     return (_decode_param(name) if name is not None else None,
             _decode_param(filename) if filename is not None else None)
+
+
+def _utf8_headers(part: BodyPartReader) -> bool:
+    try:
+        for value in part.headers.values():
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BodyTooLarge(Exception):
@@ -147,12 +157,20 @@ class FilesView(web.View):
                     if not isinstance(part, BodyPartReader):
                         # A nested multipart would be read whole, unbounded, to skip it.
                         raise BadRequestError(MALFORMED)
+                    if not _utf8_headers(part):
+                        # aiohttp keeps undecodable bytes as surrogates, which PostgreSQL cannot store.
+                        raise BadRequestError(MALFORMED)
                     name, filename = disposition(part)
                     if name == "file" and filename is None and received is None:
                         raw_value = await _read_field(part, budget)
                         file_error = FieldError("value_error", f"Value error, Expected UploadFile, received: {str}",
                                                 {"error": {}}, input=raw_value)
                     elif name == "file" and filename is not None and received is None:
+                        if len(filename) > MAX_FILE_NAME_LENGTH:
+                            file_error = FieldError("string_too_long", f"String should have at most "
+                                                    f"{MAX_FILE_NAME_LENGTH} characters",
+                                                    {"max_length": MAX_FILE_NAME_LENGTH}, input=filename)
+                            continue
                         if "\x00" in filename:
                             # PostgreSQL text cannot hold NUL, and the name must come back verbatim.
                             file_error = FieldError("value_error", "Value error, File name must not contain NUL "
@@ -160,7 +178,7 @@ class FilesView(web.View):
                             continue
                         file_error = None
                         fields["original_name"] = filename
-                        fields["mimetype"] = _decode_param(part.headers.get(hdrs.CONTENT_TYPE, "")).replace("\x00", "")
+                        fields["mimetype"] = part.headers.get(hdrs.CONTENT_TYPE, "").replace("\x00", "")
                         received = await store.receive(part, file_id, suffix_of(filename))
                     elif name in ("request_id", "session_id"):
                         raw[name] = await _read_field(part, budget)
