@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -27,6 +28,8 @@ MAX_TEXT_LENGTH = 262_144
 
 _TOKENS_STR = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _TOKENS_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _OPEN = frozenset(("[", "{", b"[", b"{"))
 _CLOSE = frozenset(("]", "}", b"]", b"}"))
 # Characters a PostgreSQL text or jsonb value cannot hold: NUL and lone surrogates.
@@ -44,15 +47,18 @@ class JsonTooDeep(ValueError):
 
 def depth_exceeded(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> int | None:
     """The position where `data` (JSON text) first nests deeper than `max_depth`, or None."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return None
+    # C-speed passes: escapes out (so every quote delimits a string), strings out, everything
+    # but brackets out, a running sum. The token scan below, which also finds the position,
+    # runs only for a document that is too deep.
+    outside = b"".join(raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[0::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
+    if max(accumulate(map(_DELTA.__getitem__, brackets)), default=0) <= max_depth:
+        return None
     tokens: Iterator[re.Match[Any]]
-    if isinstance(data, str):
-        if data.count("[") + data.count("{") <= max_depth:
-            return None
-        tokens = _TOKENS_STR.finditer(data)
-    else:
-        if data.count(b"[") + data.count(b"{") <= max_depth:
-            return None
-        tokens = _TOKENS_BYTES.finditer(data)
+    tokens = _TOKENS_STR.finditer(data) if isinstance(data, str) else _TOKENS_BYTES.finditer(data)
     depth = 0
     for match in tokens:
         token = match.group()
