@@ -31,8 +31,10 @@ from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
 from genai_backend.jobs import jobs_ctx
+from genai_backend.limits import MAX_JSON_BODY
 from genai_backend.observability.http import observability_ctx, observe_middleware, setup_observability
 from genai_backend.openapi import setup_openapi
+from genai_backend.protocol import HANDLER_ARGS
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
@@ -40,8 +42,6 @@ from genai_backend.validation import validation_middleware
 API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
                                       mcp_servers, a2a_agents, keys)
 
-# JSON bodies are small; uploads stream through multipart readers and have their own limit.
-MAX_JSON_BODY = 1024 * 1024
 
 
 def _add_views(app: web.Application, modules: Iterable[ModuleType]) -> None:
@@ -52,12 +52,17 @@ def _add_views(app: web.Application, modules: Iterable[ModuleType]) -> None:
 
 def _add_other_slash_spelling(app: web.Application) -> None:
     """Serve `/x` and `/x/` alike, directly: consumers use both (README §Global conventions)."""
+    added: set[tuple[str, str]] = set()
     for route in list(app.router.routes()):
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
         if not path or path == "/" or "directory" in info:
             continue
         other = path[:-1] if path.endswith("/") else path + "/"
+        # A path served twice (/openapi.json: ours, then apigami's unreached one) gets one twin.
+        if (route.method, other) in added:
+            continue
+        added.add((route.method, other))
         app.router.add_route(route.method, other, route.handler)
 
 
@@ -71,6 +76,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[observe_middleware(settings), cors_middleware, error_middleware, auth_middleware,
                      validation_middleware],
         client_max_size=MAX_JSON_BODY,
+        handler_args=HANDLER_ARGS,
     )
     app[SETTINGS] = settings
     app[SOCKETS] = SocketRegistry()

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from genai_backend.observability import metrics
+from genai_backend.protocol import oversized
 from genai_backend.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -77,19 +78,37 @@ def _http_exception_response(exc: web.HTTPException) -> web.StreamResponse:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refused = oversized(request)
+    if refused is not None:
+        return json_response({"detail": refused[1]}, status=refused[0])
     try:
         return await handler(request)
     except ApiError as exc:
         return json_response({"detail": exc.detail}, status=exc.status, headers=exc.headers)
     except web.HTTPException as exc:
         return _http_exception_response(exc)
+    except ConnectionResetError as exc:
+        if not _client_gone(request):
+            return _database_down(request, exc)
+        # The client hung up (mid-upload, typically): nobody is left to answer, nothing is wrong here.
+        log.info("client closed the connection during %s %s", request.method, request.path)
+        return json_response({"detail": "Client closed the connection"}, status=400)
     except _DATABASE_DOWN as exc:
-        # An outage is not a bug: say so, and let clients retry (issue: faults).
-        log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
-        metrics.DB_UNAVAILABLE.inc()
-        return json_response({"detail": "Database unavailable, try again later"}, status=503,
-                             headers={"Retry-After": "1"})
+        return _database_down(request, exc)
     except Exception:
         # Includes database outages that slipped past a handler: log it, leak nothing.
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response({"detail": "Internal Server Error"}, status=500)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _database_down(request: web.Request, exc: BaseException) -> web.StreamResponse:
+    # An outage is not a bug: say so, and let clients retry (issue: faults).
+    log.warning("database unavailable on %s %s: %r", request.method, request.path, exc)
+    metrics.DB_UNAVAILABLE.inc()
+    return json_response({"detail": "Database unavailable, try again later"}, status=503,
+                         headers={"Retry-After": "1"})

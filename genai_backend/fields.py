@@ -5,7 +5,6 @@ subclasses below, each knowing how to parse a raw value and which pydantic error
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -15,6 +14,7 @@ from typing import Any
 from marshmallow import Schema, fields
 from marshmallow.utils import missing as MISSING
 
+from genai_backend.limits import MAX_PAGE_SIZE, MAX_TEXT_LENGTH, loads
 from genai_backend.parsing import FieldError, FieldErrors, parse_int_string, parse_uuid, value_error
 
 Check = Callable[[Any], None]
@@ -46,7 +46,7 @@ class ParsedField:
 
 
 class Str(ParsedField, fields.String):
-    def __init__(self, *, min_length: int | None = None, max_length: int | None = None,
+    def __init__(self, *, min_length: int | None = None, max_length: int | None = MAX_TEXT_LENGTH,
                  pattern: str | None = None, strip: bool = False, checks: Iterable[Check] | None = None,
                  **kwargs: Any) -> None:
         limits = {"minLength": min_length, "maxLength": max_length, "pattern": pattern}
@@ -104,6 +104,12 @@ class Int(ParsedField, fields.Integer):
         if self.le is not None and value > self.le:
             raise FieldError("less_than_equal", f"Input should be less than or equal to {self.le}", {"le": self.le})
         return value
+
+
+def page_size(description: str = "page size") -> Int:
+    """A `limit`-like query parameter: 0 to MAX_PAGE_SIZE, default 100 (README §Limits)."""
+    return Int(ge=0, le=MAX_PAGE_SIZE, load_default=100,
+               metadata={"description": f"{description}, at most {MAX_PAGE_SIZE} (above: 422)"})
 
 
 class Float(ParsedField, fields.Float):
@@ -222,7 +228,7 @@ class JsonObject(ParsedField, fields.Raw):
             return raw
         if isinstance(raw, str):
             try:
-                value = json.loads(raw)
+                value = loads(raw, stdlib_fallback=True)
             except ValueError:
                 value = None
             if isinstance(value, dict):

@@ -10,8 +10,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import request_schema
 from aiohttp_apigami.constants import SCHEMAS_ATTR
@@ -19,7 +19,8 @@ from aiohttp_apigami.utils import is_class_based_view
 from marshmallow import Schema
 from marshmallow.utils import missing as MISSING
 
-from genai_backend.errors import ValidationFailed
+from genai_backend import limits
+from genai_backend.errors import BadRequestError, ValidationFailed
 
 # Re-exported: request schemas and handlers take their fields and errors from here.
 from genai_backend.fields import (  # noqa: F401
@@ -36,6 +37,7 @@ from genai_backend.fields import (  # noqa: F401
     RequestSchema,
     Str,
     Uuid,
+    page_size,
     parse_fields,
 )
 from genai_backend.parsing import (  # noqa: F401
@@ -54,6 +56,7 @@ T = TypeVar("T")
 _SOURCES = {"match_info": "path", "path": "path", "querystring": "query", "query": "query",
             "headers": "header", "json": "body", "form": "body"}
 _ORDER = {"path": 0, "query": 1, "header": 2, "body": 3}
+MALFORMED_BODY = "There was an error parsing the body"
 
 
 def _scalar_parse(schema: Schema, data: Mapping[str, str], source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -91,15 +94,18 @@ async def _read_json_body(request: web.Request) -> tuple[Any, dict[str, Any] | N
             return MISSING, error("model_attributes_type", ("body",),
                                   "Input should be a valid dictionary or object to extract fields from", text)
     try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError as strict:
+        return limits.loads(raw), None
+    except limits.JsonTooDeep as exc:
+        return MISSING, error("json_invalid", ("body", exc.pos), "JSON decode error", {}, {"error": str(exc)})
+    except ValueError as strict:
         # orjson decides what is acceptable (it refuses lone surrogates and NaN, which PostgreSQL
         # could not store anyway); Python's decoder only supplies the reference's message and position.
         try:
             json.loads(raw)
         except json.JSONDecodeError as exc:
             return MISSING, error("json_invalid", ("body", exc.pos), "JSON decode error", {}, {"error": exc.msg})
-        except UnicodeDecodeError:
+        except ValueError:
+            # Not valid UTF-8, or an integer of thousands of digits: orjson's reason will do.
             pass
         return MISSING, error("json_invalid", ("body", 0), "JSON decode error", {}, {"error": str(strict)})
 
@@ -109,7 +115,11 @@ async def _parse_body(request: web.Request, schema: Schema, location: str) -> tu
     if location == "form":
         form: Mapping[str, Any] = {}
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, AssertionError, HttpProcessingError):
+                # No boundary, a garbage body, undecodable part headers: Starlette's answer.
+                raise BadRequestError(MALFORMED_BODY) from None
         data = {k: v for k, v in form.items() if isinstance(v, str)}
         out, errs = parse_fields(schema, data, whole=None, missing_input=None)
     else:

@@ -152,7 +152,8 @@ async def test_list_agents_filters_newest_first_and_escapes_like(client: TestCli
 async def test_list_agents_offset_limit(client: TestClient, user: User) -> None:
     ids = [(await register_agent(client, user, f"a{i}", "d"))["id"] for i in range(4)]
     for params, expected in (({"offset": "1", "limit": "2"}, ids[1:3]), ({"limit": "0"}, []),
-                             ({"offset": "3"}, ids[3:]), ({"offset": "10"}, []), ({"limit": str(10**30)}, ids)):
+                             ({"offset": "3"}, ids[3:]), ({"offset": "10"}, []),
+                             ({"limit": "1000", "offset": str(10**30)}, []), ({"limit": "1000"}, ids)):
         resp = await client.get("/api/agents/", params=params, headers=user.headers)
         assert resp.status == 200, await resp.text()
         assert [i["agent_id"] for i in await resp.json()] == expected, params

@@ -1,9 +1,10 @@
-"""A real browser (Debian's chromium via Playwright) uses Swagger UI: Authorize, then Try it out."""
+"""A real browser (Debian's chromium via Playwright) uses Swagger UI: Authorize, then Try it out (also on the login form)."""
 from __future__ import annotations
 
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,6 +19,20 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 # Without these, chromium keeps calling home and this machine's closed network refuses it.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
+
+
+def log_in_with_try_it_out(page: Any, username: str) -> None:
+    """Try it out on the login operation: the urlencoded form is sent and answers a token."""
+    block = page.locator(".opblock-post", has=page.locator('[data-path="/api/login/access-token"]')).first
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    block.locator('tr[data-property-name="username"] input').fill(username)
+    block.locator('tr[data-property-name="password"] input').fill(PASSWORD)
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for()
+    assert status.inner_text().strip().startswith("200"), block.locator(".responses-inner").inner_text()
+    assert "access_token" in block.locator(".live-responses-table tbody").first.inner_text()
 
 
 def test_swagger_ui_authorize_and_try_it_out(settings: Settings, tmp_path: Path) -> None:
@@ -47,6 +62,7 @@ def test_swagger_ui_authorize_and_try_it_out(settings: Settings, tmp_path: Path)
                 status = block.locator(".live-responses-table tbody .response-col_status").first
                 status.wait_for()
                 assert status.inner_text().strip().startswith("200")
+                log_in_with_try_it_out(page, username)
             except Exception:
                 page.screenshot(path=str(tmp_path / "swagger-failure.png"), full_page=True)
                 raise

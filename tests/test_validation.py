@@ -54,3 +54,65 @@ def test_int_strings_rejected(raw: str) -> None:
         parse_int_string(raw)
     assert info.value.type == "int_parsing"
     assert info.value.msg == "Input should be a valid integer, unable to parse string as an integer"
+
+
+# --- bounds (README §Limits) --------------------------------------------------------------------
+
+def test_int_string_of_thousands_of_digits_is_int_parsing() -> None:
+    # int() refuses more than 4300 digits with a ValueError; that must not escape as a 500.
+    for raw in ("9" * 5000, "1_" * 5000 + "1"):
+        with pytest.raises(FieldError) as info:
+            parse_int_string(raw)
+        assert info.value.type == "int_parsing"
+
+
+@pytest.mark.parametrize("text", ["[" * 200_000, '{"a":' * 101 + "1" + "}" * 101, "[" * 101 + "]" * 101])
+def test_json_deeper_than_the_bound_is_refused_for_str_and_bytes(text: str) -> None:
+    from genai_backend.limits import JsonTooDeep, loads
+
+    for data in (text, text.encode()):
+        with pytest.raises(JsonTooDeep) as info:
+            loads(data, stdlib_fallback=True)
+        assert info.value.pos == 100 or text.startswith("{") and info.value.pos == 500
+
+
+def test_json_depth_ignores_brackets_inside_strings() -> None:
+    from genai_backend.limits import MAX_JSON_DEPTH, loads
+
+    text = '["' + "[" * 500 + '\\"{' + '"]'
+    assert loads(text) == ["[" * 500 + '"{']
+    assert loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    # What only Python's parser takes (NaN) goes through the fallback, still depth-checked first.
+    assert loads("[NaN]", stdlib_fallback=True) != [0]
+    with pytest.raises(ValueError):
+        loads("[NaN]")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ({"a": ["x\x00"]}, "NUL"), ({"k\x00": 1}, "NUL"), (["\ud800"], "surrogate"), ([[[]]], None), ("ok", None),
+])
+def test_unstorable_values(value: object, problem: str | None) -> None:
+    from genai_backend.limits import unstorable
+
+    found = unstorable(value)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_unstorable_depth_is_checked_without_recursion() -> None:
+    from genai_backend.limits import MAX_JSON_DEPTH, unstorable
+
+    deep: object = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert unstorable(deep) == f"nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def test_strings_have_a_default_maximum_length() -> None:
+    from genai_backend.limits import MAX_TEXT_LENGTH
+    from genai_backend.validation import Str
+
+    field = Str()
+    assert field.parse("x" * MAX_TEXT_LENGTH, "body")
+    with pytest.raises(FieldError) as info:
+        field.parse("x" * (MAX_TEXT_LENGTH + 1), "body")
+    assert info.value.type == "string_too_long" and info.value.ctx == {"max_length": MAX_TEXT_LENGTH}

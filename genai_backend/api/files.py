@@ -14,6 +14,7 @@ from aiohttp_apigami import docs, response_schema
 from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, DUAL, USER_ID, USER_OR_AGENT, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError, BadRequestError, ServerError, ValidationFailed
+from genai_backend.limits import MAX_FILE_NAME_LENGTH
 from genai_backend.responses import json_response
 from genai_backend.schemas.agents import clamp
 from genai_backend.schemas.files import (
@@ -32,6 +33,8 @@ SAVE_FAILED = "Failed to save file"
 MALFORMED = "There was an error parsing the body"
 # Form fields other than the file are UUIDs: anything longer is not one, and is not buffered.
 _MAX_FIELD = 1024
+# What a whole upload body may carry beyond MAX_UPLOAD_BYTES: boundaries, part headers, the ids.
+MAX_FORM_OVERHEAD = 64 * 1024
 _UPLOAD_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "format": "binary"},
@@ -67,9 +70,38 @@ def disposition(part: BodyPartReader) -> tuple[str | None, str | None]:
             _decode_param(filename) if filename is not None else None)
 
 
-async def _read_field(part: BodyPartReader) -> str:
+def _utf8_headers(part: BodyPartReader) -> bool:
+    try:
+        for value in part.headers.values():
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class BodyTooLarge(Exception):
+    """The whole multipart body (not only the file) is over its limit."""
+
+
+class BodyBudget:
+    """Bounds the total bytes of one upload request: the file's limit plus room for the other parts."""
+
+    def __init__(self, request: web.Request, max_file_bytes: int) -> None:
+        self.content = request.content
+        self.limit = max_file_bytes + MAX_FORM_OVERHEAD
+        if request.content_length is not None and request.content_length > self.limit:
+            raise BodyTooLarge()
+
+    def check(self) -> None:
+        # total_bytes counts what the connection delivered, whichever part it belongs to.
+        if self.content.total_bytes > self.limit:
+            raise BodyTooLarge()
+
+
+async def _read_field(part: BodyPartReader, budget: BodyBudget) -> str:
     data = bytearray()
     while chunk := await part.read_chunk(_MAX_FIELD):
+        budget.check()
         if len(data) < _MAX_FIELD:
             data += chunk
     return data[:_MAX_FIELD].decode("utf-8", "replace")
@@ -118,16 +150,27 @@ class FilesView(web.View):
             # split is what the reference's parser (python-multipart) does anyway.
             mime = parse_mimetype(self.request.headers.get(hdrs.CONTENT_TYPE, ""))
             if (mime.type, mime.subtype) == ("multipart", "form-data"):
+                budget = BodyBudget(self.request, store.max_bytes)
                 reader = await self.request.multipart()
                 async for part in reader:
+                    budget.check()
                     if not isinstance(part, BodyPartReader):
-                        continue  # nested multipart: not ours
+                        # A nested multipart would be read whole, unbounded, to skip it.
+                        raise BadRequestError(MALFORMED)
+                    if not _utf8_headers(part):
+                        # aiohttp keeps undecodable bytes as surrogates, which PostgreSQL cannot store.
+                        raise BadRequestError(MALFORMED)
                     name, filename = disposition(part)
                     if name == "file" and filename is None and received is None:
-                        raw_value = await _read_field(part)
+                        raw_value = await _read_field(part, budget)
                         file_error = FieldError("value_error", f"Value error, Expected UploadFile, received: {str}",
                                                 {"error": {}}, input=raw_value)
                     elif name == "file" and filename is not None and received is None:
+                        if len(filename) > MAX_FILE_NAME_LENGTH:
+                            file_error = FieldError("string_too_long", f"String should have at most "
+                                                    f"{MAX_FILE_NAME_LENGTH} characters",
+                                                    {"max_length": MAX_FILE_NAME_LENGTH}, input=filename)
+                            continue
                         if "\x00" in filename:
                             # PostgreSQL text cannot hold NUL, and the name must come back verbatim.
                             file_error = FieldError("value_error", "Value error, File name must not contain NUL "
@@ -138,9 +181,17 @@ class FilesView(web.View):
                         fields["mimetype"] = part.headers.get(hdrs.CONTENT_TYPE, "").replace("\x00", "")
                         received = await store.receive(part, file_id, suffix_of(filename))
                     elif name in ("request_id", "session_id"):
-                        raw[name] = await _read_field(part)
+                        raw[name] = await _read_field(part, budget)
+                    else:
+                        await _read_field(part, budget)  # a part nobody reads still counts
+                budget.check()
         except TooLarge:
             raise PayloadTooLargeError(f"File is too large: the limit is {store.max_bytes} bytes") from None
+        except BodyTooLarge:
+            if received is not None:
+                received.discard()
+            raise PayloadTooLargeError(f"Request body is too large: the limit is {store.max_bytes} bytes for the "
+                                       f"file plus {MAX_FORM_OVERHEAD} bytes for the rest of the form") from None
         except SaveFailed:
             raise ServerError(SAVE_FAILED) from None
         except BaseException as exc:

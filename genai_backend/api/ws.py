@@ -12,9 +12,9 @@ import time
 import uuid
 from typing import Any, NoReturn
 
-import orjson
 from aiohttp import WSMsgType, web
 
+from genai_backend import limits
 from genai_backend.auth import api_keys, secrets, tokens
 from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS
@@ -55,8 +55,8 @@ class SocketClosed(Exception):
 def parse_frame(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The validated message, or the summary for the validation-failed frame (D07)."""
     try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        raw = limits.loads(text)
+    except ValueError as exc:
         return None, f"Invalid JSON: {exc}"
     if not isinstance(raw, dict):
         return None, "Input should be a valid dictionary or object to extract fields from"
@@ -249,7 +249,8 @@ class ChatTurns:
         else:
             raise RuntimeError("the provider's key kept changing")
         if not turn["stored"]:
-            raise RuntimeError(f"conversation {self.session_id} is not this user's")
+            # Another user created this session id after the handshake (D28 holds past it too).
+            await self.close(FOREIGN_SESSION, 1008)
         if known_key is None:
             return turn, None
         self.verified_keys[provider] = known_key

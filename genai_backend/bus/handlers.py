@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 from marshmallow import ValidationError
 
+from genai_backend import limits
 from genai_backend.auth import tokens
 from genai_backend.config import Settings
 from genai_backend.db import queries
@@ -175,11 +175,8 @@ HANDLERS: dict[str, Handler] = {
 
 
 def _decode(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # orjson refuses some valid JSON (integers over 64 bits); the stdlib does not.
-        return json.loads(text)
+    # orjson refuses some valid JSON (integers over 64 bits); the stdlib fallback does not.
+    return limits.loads(text, stdlib_fallback=True)
 
 
 async def dispatch(bus: Bus, text: str) -> None:

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
+from genai_backend import limits
 from genai_backend.config import SETTINGS, Settings
 from genai_backend.observability import tracing
 from genai_backend.observability.calls import invocation_done
@@ -165,8 +165,8 @@ class MasterInvoker:
     async def _answer(connection: InvokerSocket) -> tuple[bool, float, Any]:
         while (data := await connection.frames.get()) is not None:
             try:
-                answer = interpret(orjson.loads(data))
-            except orjson.JSONDecodeError:
+                answer = interpret(limits.loads(data))
+            except ValueError:
                 log.warning("router sent a frame that is not JSON: %.200s", data)
                 continue
             if answer is not None:

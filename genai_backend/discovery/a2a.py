@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -10,6 +9,7 @@ import aiohttp
 from marshmallow import ValidationError
 from yarl import URL
 
+from genai_backend import limits
 from genai_backend.discovery.guard import UrlRefused
 from genai_backend.discovery.urls import UrlError, origin
 from genai_backend.schemas.a2a_cards import A2ACardSchema
@@ -53,7 +53,7 @@ async def fetch_card(url: str, *, session: aiohttp.ClientSession, timeout: float
     if status != 200:
         raise CardUnavailable(f"{base} answered {status} for the agent card")
     try:
-        data = json.loads(body)
+        data = limits.loads(body, stdlib_fallback=True)
     except (ValueError, RecursionError) as exc:
         raise CardUnavailable(f"the agent card of {base} is not JSON") from exc
     try:

@@ -9,9 +9,10 @@ import aiohttp
 from aiohttp import web
 
 from genai_backend.config import SETTINGS, Settings
-from genai_backend.discovery.a2a import fetch_card
+from genai_backend.discovery.a2a import CardUnavailable, fetch_card
 from genai_backend.discovery.guard import UrlPolicy, check_url, find_refusal, guarded_connector
-from genai_backend.discovery.mcp import McpTool, list_tools
+from genai_backend.discovery.mcp import McpTool, McpUnavailable, list_tools
+from genai_backend.limits import unstorable
 from genai_backend.observability.calls import discovery_call
 
 # A card is one small document; MCP servers get the spec's 60 s at registration (rest-api #31).
@@ -35,11 +36,23 @@ class Discovery:
 
     async def tools(self, url: str, timeout: float = MCP_TIMEOUT) -> list[McpTool]:
         with discovery_call("mcp", url):
-            return await list_tools(url, policy=self.policy, timeout=timeout)
+            tools = await list_tools(url, policy=self.policy, timeout=timeout)
+        # Registration and refresh both come through here: what PostgreSQL cannot hold is an
+        # invalid answer, refused before anything is stored.
+        for tool in tools:
+            for part in (tool.name, tool.description, tool.input_schema, tool.annotations):
+                problem = unstorable(part)
+                if problem is not None:
+                    raise McpUnavailable(f"the tools of {url} cannot be stored: {problem}")
+        return tools
 
     async def card(self, url: str, timeout: float = CARD_TIMEOUT) -> dict[str, Any]:
         with discovery_call("a2a", url):
-            return await fetch_card(url, session=self.session, timeout=timeout)
+            card = await fetch_card(url, session=self.session, timeout=timeout)
+        problem = unstorable(card)
+        if problem is not None:
+            raise CardUnavailable(f"the agent card of {url} cannot be stored: {problem}")
+        return card
 
     async def close(self) -> None:
         await self.session.close()

@@ -18,6 +18,7 @@ from genai_backend.validation import (
     RequestSchema,
     Str,
     Uuid,
+    page_size,
     parse_uuid,
 )
 
@@ -87,7 +88,7 @@ class AgentPathSchema(RequestSchema):
 
 class AgentListQuerySchema(RequestSchema):
     offset = Int(ge=0, load_default=0)
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
     name = Str()
     description = Str()
 
@@ -99,7 +100,7 @@ class ActiveQuerySchema(RequestSchema):
     agent_type = Enum(AGENT_TYPES, required=True)
     user_id = Uuid()
     offset = Int(ge=0, load_default=0)
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
 
 
 # --- responses (documentation) ------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
+from genai_backend.limits import MAX_TEXT_LENGTH
+
 # What an agent may announce over the bus: as much as a REST registration could carry (the
 # JSON body limit), so nothing reaches the database that the REST API would refuse.
 MAX_ANNOUNCED_BYTES = 1024 * 1024
@@ -56,7 +58,8 @@ class RegisterEventSchema(EventSchema):
     @validates("agent_description")
     def _check_description(self, value: str, **_: Any) -> None:
         _no_nul(value)
-        if len(value.encode()) > MAX_ANNOUNCED_BYTES:
+        # The REST registration's bound on a description (README §Limits), in characters.
+        if len(value) > MAX_TEXT_LENGTH or len(value.encode()) > MAX_ANNOUNCED_BYTES:
             raise ValidationError("too long")
 
     @validates("agent_input_schema")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from genai_backend.schemas import Timestamp
-from genai_backend.validation import Int, List, RequestSchema, Str, Uuid
+from genai_backend.validation import Int, List, RequestSchema, Str, Uuid, page_size
 
 MAX_TITLE = 20
 
@@ -20,7 +20,7 @@ def _title_rules(value: str) -> None:
 
 class ChatListQuerySchema(RequestSchema):
     offset = Int(ge=0, load_default=0)
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
 
 
 class ChatCreateSchema(RequestSchema):
@@ -40,7 +40,7 @@ class ChatHistoryQuerySchema(RequestSchema):
     session_id = Uuid(required=True)
     user_id = Uuid(metadata={"description": "master-agent mode only, with X-API-KEY"})
     page = Int(ge=1, load_default=1)
-    per_page = Int(ge=0, load_default=100)
+    per_page = page_size("messages per page")
 
 
 class ChatFrameSchema(RequestSchema):

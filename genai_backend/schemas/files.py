@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from genai_backend.validation import Int, RequestSchema, Uuid
+from genai_backend.validation import Int, RequestSchema, Uuid, page_size
 
 
 class FilePathSchema(RequestSchema):
@@ -16,7 +16,7 @@ class SessionFilesQuerySchema(RequestSchema):
 
 
 class FileListQuerySchema(RequestSchema):
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
     offset = Int(ge=0, load_default=0)
 
 

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields
 from genai_backend.errors import BadRequestError
 from genai_backend.naming import check_name_length
 from genai_backend.schemas import Timestamp
-from genai_backend.validation import FieldError, Int, List, Nested, Raw, RequestSchema, Str, Uuid, parse_uuid
+from genai_backend.validation import FieldError, Int, List, Nested, Raw, RequestSchema, Str, Uuid, page_size, parse_uuid
 
 FLOW_TYPES = ("genai", "mcp", "a2a")
 
@@ -65,7 +65,7 @@ class FlowPathSchema(RequestSchema):
 
 class FlowListQuerySchema(RequestSchema):
     offset = Int(ge=0, load_default=0)
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
 
 
 # --- responses (documentation) ------------------------------------------------------------------

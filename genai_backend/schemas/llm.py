@@ -5,8 +5,9 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from genai_backend.limits import MAX_KEY_LENGTH
 from genai_backend.schemas import Timestamp
-from genai_backend.validation import Dict, FieldError, Float, Int, RequestSchema, Str, Uuid
+from genai_backend.validation import Dict, FieldError, Float, Int, RequestSchema, Str, Uuid, page_size
 
 # Product text, not contract (rest-api #18); served with a trailing newline, stored stripped.
 DEFAULT_SYSTEM_PROMPT = """You are a helpful assistant. Answer the user's query; you may use the tools you are given.
@@ -56,7 +57,7 @@ class PromptQuerySchema(RequestSchema):
 
 
 class ProviderCreateSchema(RequestSchema):
-    name = Str(required=True)
+    name = Str(required=True, max_length=MAX_KEY_LENGTH)
     api_key = Str(allow_none=True, load_default=None)
     metadata = Dict(load_default=dict)
 
@@ -78,8 +79,8 @@ class ProviderUpdateSchema(RequestSchema):
 class ConfigUpdateSchema(RequestSchema):
     forbid_extra = True
 
-    name = Str(strip=True)
-    model = Str(strip=True)
+    name = Str(strip=True, max_length=MAX_KEY_LENGTH)
+    model = Str(strip=True, max_length=MAX_KEY_LENGTH)
     system_prompt = Str(strip=True)
     temperature = Float()
     credentials = Dict()
@@ -90,8 +91,8 @@ class ConfigUpdateSchema(RequestSchema):
 class ConfigCreateSchema(RequestSchema):
     forbid_extra = True
 
-    name = Str(required=True, strip=True)
-    model = Str(required=True, strip=True)
+    name = Str(required=True, strip=True, max_length=MAX_KEY_LENGTH)
+    model = Str(required=True, strip=True, max_length=MAX_KEY_LENGTH)
     provider = Str(required=True, strip=True)
     system_prompt = Str(strip=True, load_default=DEFAULT_PROMPT_STORED)
     temperature = Float(load_default=0.7)
@@ -106,7 +107,7 @@ class ConfigPathSchema(RequestSchema):
 
 class ConfigListQuerySchema(RequestSchema):
     offset = Int(ge=0, load_default=0)
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
 
 
 # --- responses -----------------------------------------------------------------------------------

@@ -9,21 +9,30 @@ from marshmallow import Schema, fields
 
 from genai_backend.discovery.mcp import McpTool
 from genai_backend.discovery.urls import UrlError, normalise_url
+from genai_backend.limits import MAX_URL_LENGTH
 from genai_backend.naming import new_alias
 from genai_backend.schemas import Timestamp
-from genai_backend.validation import FieldError, Int, ParsedField, RequestSchema, Uuid
+from genai_backend.validation import FieldError, Int, ParsedField, RequestSchema, Uuid, page_size
 
 
 class ServerUrl(ParsedField, fields.Url):
     """An http(s) URL, answered and normalised like pydantic's AnyHttpUrl (422 url_type/url_parsing/url_scheme)."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(metadata={"maxLength": MAX_URL_LENGTH, **kwargs.pop("metadata", {})}, **kwargs)
+
     def convert(self, raw: Any, source: str) -> str:
         if not isinstance(raw, str):
             raise FieldError("url_type", "URL input should be a string or URL")
         try:
-            return normalise_url(raw)
+            url = normalise_url(raw)
         except UrlError as exc:
             raise FieldError(exc.type, exc.msg, exc.ctx) from None
+        # Checked on the stored (normalised) form: that is what the unique index holds.
+        if len(url) > MAX_URL_LENGTH:
+            raise FieldError("string_too_long", f"String should have at most {MAX_URL_LENGTH} characters",
+                             {"max_length": MAX_URL_LENGTH})
+        return url
 
 
 class McpServerCreateSchema(RequestSchema):
@@ -35,7 +44,7 @@ class McpServerPathSchema(RequestSchema):
 
 
 class McpServerListQuerySchema(RequestSchema):
-    limit = Int(ge=0, load_default=100)
+    limit = page_size("items per page")
     offset = Int(ge=0, load_default=0)
 
 

@@ -7,6 +7,10 @@ from genai_backend.schemas import Timestamp
 from genai_backend.validation import RequestSchema, Str
 
 _SPECIALS = set("$@#%!^&*()-_+={}[]")
+# What the 422 texts below mean; the texts themselves are the reference's (contract) and stay.
+PASSWORD_RULES = ("At least 8 characters (the 422 says \"longer than 8 symbols\"; 8 is enough), at most 256, "
+                  "with at least one special character out of $@#%!^&*()-_+={}[], one upper-case letter, one "
+                  "lower-case letter and one digit. Checked in that order; the first rule broken is reported.")
 
 
 def _password_rules(value: str) -> None:
@@ -25,7 +29,7 @@ def _password_rules(value: str) -> None:
 
 class UserCreateSchema(RequestSchema):
     # bcrypt only reads 72 bytes; 256 characters leaves room for passphrases without inviting abuse.
-    password = Str(required=True, max_length=256, checks=[_password_rules])
+    password = Str(required=True, max_length=256, checks=[_password_rules], metadata={"description": PASSWORD_RULES})
     username = Str(required=True, min_length=1, max_length=255)
 
 
