@@ -29,6 +29,7 @@ from genai_backend.cors import add_cors_headers, cors_middleware
 from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
+from genai_backend.fanout import fanout_ctx
 from genai_backend.jobs import jobs_ctx
 from genai_backend.openapi import setup_openapi
 from genai_backend.sockets import SOCKETS, SocketRegistry
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> web.Application:
     app[KNOWN_USERS] = KnownUsers()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
+    # Before the router session, whose log pushes go through it.
+    app.cleanup_ctx.append(fanout_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

@@ -155,8 +155,9 @@ async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
                                    agent_uuid=_as_uuid(sender), message=message, log_level=event["log_level"])
     owner = row["creator_id"]
     if owner is not None:
-        # In the background: a slow browser must not hold up the bus.
-        bus.spawn(bus.sockets.send_to_user(owner, {"type": "agent_log", "log": dict(row)}))
+        # Awaited, so the pushes of a request are stored in the order its lines arrived; the
+        # sockets (on every process) are served in the background, a slow browser holds up no one.
+        await bus.sockets.push(owner, {"type": "agent_log", "log": dict(row)})
 
 
 HANDLERS: dict[str, Handler] = {
