@@ -52,7 +52,7 @@ Spawn = Callable[..., Awaitable[Instance]]
 
 
 @pytest.fixture
-async def spawn(database_dsn: str, router: RunningRouter, workdir: Path,
+async def spawn(database_dsn: str, _truncate_sql: str, router: RunningRouter, workdir: Path,
                 http: aiohttp.ClientSession) -> AsyncIterator[Spawn]:
     """Start service processes on the test database and the router double; all stopped afterwards."""
     started: list[Instance] = []

@@ -85,6 +85,12 @@ class RouterSession:
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await task
+        # The event being handled finishes before the lock is let go: the next leader marks every
+        # agent inactive first, and a registration committed after that would be a stale one.
+        current, self._current = self._current, None
+        if current is not None:
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(current), STOP_GRACE)
         self.connected.clear()
         self.status.set("standby")
 
