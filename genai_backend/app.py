@@ -30,6 +30,7 @@ from genai_backend.cors import add_cors_headers, cors_middleware
 from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
+from genai_backend.fanout import fanout_ctx
 from genai_backend.jobs import jobs_ctx
 from genai_backend.limits import MAX_JSON_BODY
 from genai_backend.observability.http import observability_ctx, observe_middleware, setup_observability
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     # First: tracing is on before the pool opens its connections, and flushed after everything.
     app.cleanup_ctx.append(observability_ctx)
     app.cleanup_ctx.append(database_ctx)
+    # Before the router session, whose log pushes go through it.
+    app.cleanup_ctx.append(fanout_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

@@ -154,8 +154,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         try:
             async with pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
-                # The router replays nothing, so whatever was active before this start is unknown.
-                await queries.mark_all_agents_inactive(conn)
+            # Agents are marked inactive by whichever process connects to the router (bus/session.py),
+            # not here: another instance may be leading, and its agents are connected.
             yield
         finally:
             try:

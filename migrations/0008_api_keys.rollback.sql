@@ -1,2 +1,2 @@
--- depends: 0004_catalogue_changes
+-- depends: 0006_pushes
 DROP TABLE IF EXISTS api_keys;

@@ -59,6 +59,11 @@ class RouterDouble:
         self.sent: list[Sent] = []
         self.received: list[tuple[str, str]] = []
         self.connections = 0  # accepted sockets with a client id, ever
+        # Open sockets per client id now, and the most there ever were at once (a replaced
+        # socket still counts until it closes): `max_open[MASTER_SERVER_BE] > 1` means two
+        # back-end processes held the router session at the same time.
+        self.open: dict[str, int] = {}
+        self.max_open: dict[str, int] = {}
         self._sockets: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
         self._dropped: set[web.WebSocketResponse] = set()
         self._changed = asyncio.Event()
@@ -109,6 +114,8 @@ class RouterDouble:
         self._sockets[ws] = request.transport
         self.clients[client_id] = ws
         self.connections += 1
+        self.open[client_id] = self.open.get(client_id, 0) + 1
+        self.max_open[client_id] = max(self.max_open.get(client_id, 0), self.open[client_id])
         self._notify()
         try:
             async for msg in ws:
@@ -127,6 +134,7 @@ class RouterDouble:
                         )
         finally:
             self._sockets.pop(ws, None)
+            self.open[client_id] -= 1
             await self.disconnect(client_id, ws)
         return ws
 

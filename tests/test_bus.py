@@ -25,7 +25,7 @@ from genai_backend.config import SETTINGS, Settings
 from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import RawClient, RunningAgent, invoke, run_agent, run_master_agent
 from tests.bus_fixtures import FakeSocket, RecordingBus, backend_on_router, is_active, measure, register_agent, wait_for
-from tests.conftest import User
+from tests.conftest import User, make_user
 from tests.router_double import DEFAULT_BE_KEY, MASTER_SERVER_BE, RunningRouter
 
 
@@ -172,7 +172,11 @@ async def test_agent_log_reaches_only_its_owner(client: TestClient, router: Runn
     await wait_for(owner_sees_it)
     resp = await client.get("/api/logs/list", params={"session_id": session_id}, headers=other_user.headers)
     assert await resp.json() == []
-    assert any(f["log"]["message"] == "hello log: hi" for f in socket_of_owner.frames)
+
+    async def pushed() -> bool:
+        return any(f["log"]["message"] == "hello log: hi" for f in socket_of_owner.frames)
+
+    await wait_for(pushed)
     assert socket_of_other.frames == []
 
 
@@ -237,11 +241,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_backend_serves_rest_while_router_absent(settings: Settings, aiohttp_client: Any, user: User, db,
-                                                       agents: list[RunningAgent]) -> None:
+async def test_backend_serves_rest_while_router_absent(settings: Settings, aiohttp_client: Any, password_hash: str,
+                                                       db, agents: list[RunningAgent]) -> None:
+    # Not the module's `client`: that one would lead (one router session per database).
     port = _free_port()
     app = create_app(replace(settings, start_router=True, router_ws_url=f"ws://127.0.0.1:{port}/ws"))
     client = await aiohttp_client(app)
+    user = await make_user(client, password_hash)
     row = await register_agent(client, user, "patient", "d")
     await asyncio.sleep(0.2)
     ready = await (await client.get("/ready")).json()

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from genai_backend.bus.handlers import dispatch, redact_api_keys
 from genai_backend.sockets import SOCKETS
-from tests.bus_fixtures import FakeSocket, RecordingBus, register_agent
+from tests.bus_fixtures import FakeSocket, RecordingBus, register_agent, wait_for
 from tests.conftest import User
 
 
@@ -46,6 +46,12 @@ async def test_agent_log_is_pushed_to_owner_sockets_only(client: TestClient, use
     recorder = RecordingBus(client.app)
     await dispatch(recorder.bus, log_frame(agent["id"], "pushed", str(uuid.uuid4()), str(uuid.uuid4())))
     await recorder.settle()
+
+    async def delivered() -> bool:
+        return bool(mine.frames)
+
+    # Through the table and NOTIFY, like a push from another process.
+    await wait_for(delivered)
     [frame] = mine.frames
     assert frame["type"] == "agent_log" and frame["log"]["message"] == "pushed"
     assert frame["log"]["creator_id"] == user.id and set(frame["log"]) == {

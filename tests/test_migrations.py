@@ -18,10 +18,11 @@ from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.migrations import MIGRATIONS_DIR, apply_migrations, rollback_migrations, yoyo_uri
 from tests.pg import embedded_server, throwaway_database
 
-ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes", "0008_api_keys"]
+ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes", "0006_pushes",
+       "0008_api_keys"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
 # Our own bookkeeping, not part of data-model.md.
-SERVICE_TABLES = {"catalogue_changes", "api_keys"}
+SERVICE_TABLES = {"catalogue_changes", "pushes", "api_keys"}
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +360,8 @@ def test_rollback_migrations_removes_everything(dsn: str) -> None:
     apply_migrations(dsn)
     assert rollback_migrations(dsn, 1) == ["0008_api_keys"]
     assert "api_keys" not in _public_tables(dsn)
+    assert rollback_migrations(dsn, 1) == ["0006_pushes"]
+    assert "pushes" not in _public_tables(dsn)
     assert rollback_migrations(dsn, 1) == ["0004_catalogue_changes"]
     assert _fetch(dsn, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal") == []
     assert "catalogue_changes" not in _public_tables(dsn)

@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs
 
-from genai_backend.bus import ROUTER_STATUS, RouterStatus
+from genai_backend.bus import LEADERSHIP, ROUTER_STATUS, Leadership, RouterStatus
 from genai_backend.db import POOL
 from genai_backend.responses import json_response
 
@@ -44,8 +44,11 @@ class ReadyView(web.View):
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
             database = "unavailable"
         router = self.request.app.get(ROUTER_STATUS) or RouterStatus()
+        leadership = self.request.app.get(LEADERSHIP) or Leadership()
+        # `leader`: whether this process holds the service's router session; the others are on
+        # `standby` and take over when it goes.
         body = {"status": "ready" if database == "ok" else "not ready", "database": database,
-                "router": {"state": router.state, "error": router.last_error}}
+                "leader": leadership.leading, "router": {"state": router.state, "error": router.last_error}}
         return json_response(body, status=200 if database == "ok" else 503)
 
 

@@ -11,7 +11,8 @@ from aiohttp import web
 class RouterStatus:
     """What /ready reports; written by the session supervisor, read by the health view."""
 
-    state: str = "disabled"  # disabled | connecting | connected | disconnected
+    # disabled | standby (another process leads) | connecting | connected | disconnected
+    state: str = "disabled"
     since: float = 0.0
     last_error: str | None = None
 
@@ -23,3 +24,24 @@ class RouterStatus:
 
 
 ROUTER_STATUS = web.AppKey("router_status", RouterStatus)
+
+
+@dataclass
+class Leadership:
+    """Whether this process holds the router session for the whole service (bus/leader.py).
+
+    Read by /ready and by anything that reports on the process (a metrics gauge).
+    """
+
+    leading: bool = False
+    since: float = 0.0
+    elected: int = 0  # terms won, ever
+
+    def set(self, leading: bool) -> None:
+        if leading != self.leading:
+            self.since = time.time()
+            self.elected += leading
+        self.leading = leading
+
+
+LEADERSHIP = web.AppKey("leadership", Leadership)

@@ -24,7 +24,6 @@ from genai_backend.db import queries
 from genai_backend.flows_state import reevaluate_flows
 from genai_backend.naming import MAX_NAME_LENGTH, alias_base, normalise_name, with_unique_alias
 from genai_backend.observability import tracing
-from genai_backend.observability.calls import log_frames
 from genai_backend.schemas.bus import LogEventSchema, RegisterEventSchema, UnregisterEventSchema
 from genai_backend.sockets import SocketRegistry
 
@@ -158,13 +157,9 @@ async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
     tracing.agent_log(str(request_id), sender, event["log_level"], message)
     owner = row["creator_id"]
     if owner is not None:
-        # In the background: a slow browser must not hold up the bus.
-        bus.spawn(_push_log(bus.sockets, owner, {"type": "agent_log", "log": dict(row)}))
-
-
-async def _push_log(sockets: SocketRegistry, owner: uuid.UUID, frame: dict[str, Any]) -> None:
-    open_sockets = sockets.count(owner)
-    log_frames(await sockets.send_to_user(owner, frame), open_sockets)
+        # Awaited, so the pushes of a request are stored in the order its lines arrived; the
+        # sockets (on every process) are served in the background, a slow browser holds up no one.
+        await bus.sockets.push(owner, {"type": "agent_log", "log": dict(row)})
 
 
 HANDLERS: dict[str, Handler] = {

@@ -6,6 +6,7 @@ frame (the router drops it), then `{"request_payload": {...}}` frames in. Unlike
 answers nothing: the library's `agent_response` replies carry `invoked_by: ""` and the router
 drops them anyway.
 
+Only the process elected by bus/leader.py connects, so the service has one such connection.
 Whenever the connection fails or drops, it reconnects forever with capped exponential back-off
 and jitter, logging each failure; start-up never waits for it.
 """
@@ -22,10 +23,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from genai_backend.bus import ROUTER_STATUS, RouterStatus
+from genai_backend.bus import LEADERSHIP, ROUTER_STATUS, Leadership, RouterStatus
 from genai_backend.bus.handlers import Bus, dispatch
+from genai_backend.bus.leader import Election
 from genai_backend.config import SETTINGS, Settings
-from genai_backend.db import POOL, queries
+from genai_backend.db import DSN, POOL, queries
 from genai_backend.observability import metrics
 from genai_backend.responses import dumps
 from genai_backend.sockets import SOCKETS
@@ -55,6 +57,7 @@ class RouterSession:
         self.status = status
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._bus: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         self._current: asyncio.Future[None] | None = None
         # A flood of bad registrations must not turn into a flood of sockets.
@@ -65,10 +68,34 @@ class RouterSession:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self, bus_pool: Any, sockets: Any) -> None:
+        """Get ready to lead; the connection is opened by `lead`, once this process is elected."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT))
-        bus = Bus(pool=bus_pool, settings=self.settings, sockets=sockets, notify=self.notify, spawn=self.spawn)
-        self._task = asyncio.create_task(self._supervise(bus), name="router session")
+        self._bus = Bus(pool=bus_pool, settings=self.settings, sockets=sockets, notify=self.notify,
+                        spawn=self.spawn)
+        self.status.set("standby")
+
+    def lead(self) -> None:
+        metrics.set_router_leader(True)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._supervise(self._bus), name="router session")
+
+    async def resign(self) -> None:
+        """Drop the router connection now (another process is about to lead)."""
+        metrics.set_router_leader(False)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        # The event being handled finishes before the lock is let go: the next leader marks every
+        # agent inactive first, and a registration committed after that would be a stale one.
+        current, self._current = self._current, None
+        if current is not None:
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(current), STOP_GRACE)
+        self.connected.clear()
+        self.status.set("standby")
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._background) if t is not None]
@@ -134,7 +161,7 @@ class RouterSession:
             self.connections += 1
             if self.connections > 1:
                 metrics.ROUTER_RECONNECTS.inc()
-                await self._forget_registrations(bus)
+            await self._forget_registrations(bus)
             self.status.set("connected")
             self.connected.set()
             log.info("connected to the router at %s", self.settings.router_ws_url)
@@ -148,13 +175,14 @@ class RouterSession:
             return f"connection closed by the router (code {ws.close_code})"
 
     async def _forget_registrations(self, bus: Bus) -> None:
-        """After a reconnect nobody knows who is connected: usually the router restarted and every
-        agent lost its socket, and the router replays nothing. As at start-up (agent-bus.md §7),
-        every agent is inactive until it registers again. Frames are read only after this, so a
+        """On every connect nobody knows who is connected: this process just started leading (the
+        previous leader's registrations may be stale), or the router restarted and every agent
+        lost its socket, and the router replays nothing. As at start-up (agent-bus.md §7), every
+        agent is inactive until it registers again. Frames are read only after this, so a
         registration arriving right away is never overwritten."""
         try:
             await queries.mark_all_agents_inactive(bus.pool)
-            log.info("reconnected to the router: agents count as inactive until they register again")
+            log.info("connected to the router: agents count as inactive until they register again")
         except Exception:
             log.exception("could not mark agents inactive after a reconnect")
 
@@ -186,19 +214,23 @@ ROUTER = web.AppKey("router", RouterSession)
 
 
 async def router_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the router session after the database (it needs the pool); never wait for the router."""
+    """Campaign for the router session after the database (it needs the pool); never wait for the
+    election or the router."""
     settings = app[SETTINGS]
     status = RouterStatus()
     app[ROUTER_STATUS] = status
+    leadership = Leadership()
+    app[LEADERSHIP] = leadership
     if not settings.start_router:
         yield
         return
     session = RouterSession(settings, status)
     app[ROUTER] = session
     session.start(app[POOL], app[SOCKETS])
-    metrics.set_router_leader(True)
+    election = Election(app[DSN], leadership, session.lead, session.resign)
+    election.start()
     try:
         yield
     finally:
-        metrics.set_router_leader(False)
+        await election.stop()
         await session.stop()

@@ -1,5 +1,5 @@
 """Periodic work inside the service (no Celery, no Redis, no pg_cron): tool refresh, log retention,
-and pruning of the catalogue change records."""
+and pruning of the catalogue change records and of the pushed socket frames."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +14,7 @@ from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
 from genai_backend.jobs.refresh import refresh_tools
-from genai_backend.jobs.retention import delete_expired_logs, prune_catalogue_changes
+from genai_backend.jobs.retention import delete_expired_logs, prune_catalogue_changes, prune_pushes
 from genai_backend.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ MIN_REFRESH_PERIOD = 1.0
 # background-jobs.md §6: once shortly after start-up, then hourly.
 RETENTION_FIRST_DELAY = 60.0
 RETENTION_PERIOD = 3600.0
+PUSH_PRUNE_PERIOD = 60.0
 
 
 async def run_periodically(name: str, job: Callable[[], Awaitable[object]], *, first_delay: float,
@@ -62,6 +63,9 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(
             run_periodically("catalogue change pruning", lambda: prune_catalogue_changes(pool), first_delay=MAX_AGE,
                              period=MAX_AGE), name="catalogue change pruning"))
+        tasks.append(asyncio.create_task(
+            run_periodically("push pruning", lambda: prune_pushes(pool), first_delay=PUSH_PRUNE_PERIOD,
+                             period=PUSH_PRUNE_PERIOD), name="push pruning"))
         if settings.log_retention_days > 0:  # 0 keeps logs forever
             tasks.append(asyncio.create_task(
                 run_periodically("log retention", retention, first_delay=RETENTION_FIRST_DELAY,

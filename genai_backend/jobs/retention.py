@@ -1,5 +1,5 @@
-"""Retention: log rows older than the retention period (background-jobs.md §6), and catalogue
-change records older than any cached answer.
+"""Retention: log rows older than the retention period (background-jobs.md §6), catalogue change
+records older than any cached answer, and pushed socket frames older than any listener's gap.
 
 The reference's pg_cron job deletes logs by a `timestamp` column that does not exist, so it never
 deletes anything (D21); this one deletes by `created_at`.
@@ -12,7 +12,7 @@ import asyncpg
 
 from genai_backend.catalogues import MAX_AGE
 from genai_backend.db import queries
-from genai_backend.jobs.locks import PRUNE_LOCK, RETENTION_LOCK, job_lock
+from genai_backend.jobs.locks import PRUNE_LOCK, PUSHES_LOCK, RETENTION_LOCK, job_lock
 
 log = logging.getLogger(__name__)
 
@@ -42,4 +42,18 @@ async def prune_catalogue_changes(pool: asyncpg.Pool) -> int | None:
         if not locked:
             return None
         deleted: int = await queries.prune_catalogue_changes(pool, older_than_seconds=2 * MAX_AGE)
+        return deleted
+
+
+# A listener away longer than this (a database outage) replays nothing older; frames for a socket
+# are worth little after that long anyway.
+PUSH_RETENTION = 15 * 60.0
+
+
+async def prune_pushes(pool: asyncpg.Pool, older_than: float = PUSH_RETENTION) -> int | None:
+    """Delete pushed frames older than `older_than` seconds; None when another instance is at it."""
+    async with job_lock(pool, PUSHES_LOCK) as locked:
+        if not locked:
+            return None
+        deleted: int = await queries.prune_pushes(pool, older_than_seconds=older_than)
         return deleted
