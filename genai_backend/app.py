@@ -21,6 +21,7 @@ from genai_backend.api import (
     ws,
 )
 from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
+from genai_backend.auth.passwords import set_queue_limit
 from genai_backend.bus.invoke import invoker_ctx
 from genai_backend.bus.session import router_ctx
 from genai_backend.catalogues import CATALOGUES, Catalogues
@@ -30,6 +31,7 @@ from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
 from genai_backend.jobs import jobs_ctx
+from genai_backend.limits import SOCKET_SLOTS, SocketSlots, limits_ctx
 from genai_backend.openapi import setup_openapi
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
@@ -70,11 +72,14 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_JSON_BODY,
     )
     app[SETTINGS] = settings
+    set_queue_limit(settings.password_queue_max)
     app[SOCKETS] = SocketRegistry()
     app[CATALOGUES] = Catalogues()
     app[KNOWN_USERS] = KnownUsers()
+    app[SOCKET_SLOTS] = SocketSlots()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(limits_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

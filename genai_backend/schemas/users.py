@@ -1,12 +1,40 @@
 """Registration, login and token schemas."""
 from __future__ import annotations
 
+import unicodedata
+
 from marshmallow import Schema, fields
 
 from genai_backend.schemas import Timestamp
 from genai_backend.validation import RequestSchema, Str
 
 _SPECIALS = set("$@#%!^&*()-_+={}[]")
+# bcrypt reads 72 bytes; longer passwords would log in with any ending (auth/passwords.py).
+PASSWORD_MAX_BYTES = 72
+USERNAME_MAX_LENGTH = 255
+# Control, format (zero-width, bidi), surrogate, private-use, unassigned, line/paragraph separators.
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+# Unicode's Default_Ignorable_Code_Point characters outside those categories (fillers, variation
+# selectors): they render as nothing.
+_IGNORABLE_RANGES = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
+
+
+def normalize_username(value: str) -> str:
+    """The one spelling of a username: NFKC (fullwidth `ａｄｍｉｎ` is `admin`, NFD `Å` is NFC)."""
+    return unicodedata.normalize("NFKC", value)
+
+
+def _invisible(ch: str) -> bool:
+    point = ord(ch)
+    return unicodedata.category(ch) in _INVISIBLE_CATEGORIES or any(lo <= point <= hi for lo, hi in _IGNORABLE_RANGES)
+
+
+def _username_rules(value: str) -> None:
+    if any(_invisible(ch) for ch in value):
+        raise ValueError("Username must not contain invisible or control characters")
+    if len(normalize_username(value)) > USERNAME_MAX_LENGTH:
+        raise ValueError(f"Username must be at most {USERNAME_MAX_LENGTH} characters once normalised")
 
 
 def _password_rules(value: str) -> None:
@@ -21,12 +49,19 @@ def _password_rules(value: str) -> None:
         raise ValueError("Password must contain an lowercase character")
     if not any(ch.isnumeric() for ch in value):
         raise ValueError("Password must contain an numeric character")
+    if len(value.encode("utf-8")) > PASSWORD_MAX_BYTES:
+        raise ValueError(f"Password must be at most {PASSWORD_MAX_BYTES} bytes long (UTF-8)")
 
 
 class UserCreateSchema(RequestSchema):
-    # bcrypt only reads 72 bytes; 256 characters leaves room for passphrases without inviting abuse.
-    password = Str(required=True, max_length=256, checks=[_password_rules])
-    username = Str(required=True, min_length=1, max_length=255)
+    # The character limit is the old contract; the byte limit in the rules is the binding one.
+    password = Str(required=True, max_length=256, checks=[_password_rules], metadata={"description": (
+        "At least 8 characters and at most 72 bytes (UTF-8), with an uppercase, a lowercase, a numeric and a special character "
+        "(one of $@#%!^&*()-_+={}[])")})
+    username = Str(required=True, min_length=1, max_length=USERNAME_MAX_LENGTH, checks=[_username_rules],
+                   metadata={"description": (
+                       "Stored in Unicode NFKC form; names equal in that form are the same name. "
+                       "Invisible and control characters are refused.")})
 
 
 class LoginSchema(RequestSchema):
