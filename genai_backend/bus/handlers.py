@@ -149,15 +149,15 @@ def redact_credentials(text: str, credentials: list[tuple[str, str]]) -> str:
     The master agent logs the configuration it was sent, credentials merged in; a value is
     redacted after its key in any notation, and anywhere else as it is and JSON-escaped.
     """
-    text = redact_api_keys(text)
-    for key in {key for key, _ in credentials}:
-        if key and key in text:
-            text = _redact_key(text, key)
+    # Values first: a key's pattern stops at the first quote, which may be inside an escaped value.
     values = {value for _, value in credentials if len(value) >= _MIN_REDACTED_VALUE}
     for value in sorted(values, key=len, reverse=True):
         for spelling in {value, json.dumps(value)[1:-1], json.dumps(json.dumps(value))[3:-3]}:
             text = text.replace(spelling, REDACTED)
-    return text
+    for key in {key for key, _ in credentials}:
+        if key and key in text:
+            text = _redact_key(text, key)
+    return redact_api_keys(text)
 
 
 async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
