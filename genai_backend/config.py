@@ -66,8 +66,9 @@ class Settings:
     login_throttle_window: float = 300.0
     register_max_per_address: int = 20
     register_throttle_window: float = 3600.0
-    # Password hashes waiting for a worker process in this process; more are refused with 503.
-    password_queue_max: int = 16
+    # Password hashes waiting for a worker process in this process (at most 4 of one account or
+    # address); more are refused with 503.
+    password_queue_max: int = 32
     start_router: bool = True
     start_jobs: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -43,6 +44,38 @@ def client_address(request: web.Request) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+class Blocks:
+    """Keys this process has seen over their limit, until their window ends.
+
+    The database decides; this only remembers its answer, so a flood of refused attempts costs
+    no query (and no wait for a pool connection that legitimate requests need) once it is refused.
+    """
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self.max_size = max_size
+        self._until: dict[tuple[str, str], float] = {}
+
+    def remaining(self, *keys: tuple[str, str]) -> float:
+        now = time.monotonic()
+        wait = 0.0
+        for key in keys:
+            until = self._until.get(key)
+            if until is not None:
+                if until <= now:
+                    del self._until[key]
+                else:
+                    wait = max(wait, until - now)
+        return wait
+
+    def block(self, key: tuple[str, str], seconds: float) -> None:
+        if len(self._until) >= self.max_size:
+            self._until.clear()
+        self._until[key] = time.monotonic() + seconds
+
+
+BLOCKS = web.AppKey("blocks", Blocks)
 
 
 class SocketSlots:

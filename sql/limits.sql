@@ -3,7 +3,7 @@
 
 -- A login in one round trip: count the attempt for the account and for the client address, and
 -- look the user up: by exact name first (accounts that predate normalisation keep their
--- spelling), else by the NFKC form. `retry_after` (seconds) is set when either count is over its
+-- spelling), else by the NFKC form. `*_retry_after` (seconds) is set when that count is over its
 -- limit; the caller then answers 429 without hashing anything.
 -- name: start_login(username, account, address, max_account, max_address, window_seconds)^
 WITH counted AS (
@@ -21,11 +21,12 @@ WITH counted AS (
     SELECT u.id, u.password FROM username_keys k JOIN users u ON u.id = k.user_id
     WHERE k.key = :account AND u.username <> :username
 )
-SELECT f.id, f.password, r.retry_after
-FROM (SELECT ceil(max(extract(epoch FROM window_start + make_interval(secs => :window_seconds::float8) - now())))::int
-             AS retry_after
-      FROM counted
-      WHERE attempts > CASE scope WHEN 'account' THEN :max_account::int ELSE :max_address::int END) r
+SELECT f.id, f.password, r.account_retry_after, r.address_retry_after
+FROM (SELECT max(ceil(extract(epoch FROM window_start + make_interval(secs => :window_seconds::float8) - now())))
+                 FILTER (WHERE scope = 'account' AND attempts > :max_account::int)::int AS account_retry_after,
+             max(ceil(extract(epoch FROM window_start + make_interval(secs => :window_seconds::float8) - now())))
+                 FILTER (WHERE scope = 'address' AND attempts > :max_address::int)::int AS address_retry_after
+      FROM counted) r
 LEFT JOIN (SELECT id, password FROM found LIMIT 1) f ON true;
 
 -- A successful login: the account starts afresh, and the address is not charged for it.

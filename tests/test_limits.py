@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from genai_backend.app import create_app
 from genai_backend.auth import passwords
 from genai_backend.config import Settings
+from genai_backend.limits import BLOCKS
 from tests.conftest import PASSWORD, User, login, register_user, with_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,8 @@ async def test_login_window_over_allows_again(aiohttp_client: Any, throttled: Se
     for _ in range(4):
         await _login_status(client, "alice", "Wrong!pass1")
     await db.execute("UPDATE login_attempts SET window_start = window_start - interval '121 seconds'")
+    # The process remembers the refusal until the window it was told ends: time moves for it too.
+    client.app[BLOCKS]._until.clear()
     assert await login(client, "alice")
 
 
@@ -115,7 +118,7 @@ async def test_register_too_often_from_address_is_429(aiohttp_client: Any, throt
 
 async def test_hash_queue_gives_turns_by_key_and_is_bounded() -> None:
     queue = passwords._FairQueue()
-    queue.max_waiting = 4
+    queue.max_waiting, queue.per_key = 5, 3
     order: list[str] = []
     await queue.acquire("flood", slots=1)  # the one worker is busy
 
@@ -126,13 +129,17 @@ async def test_hash_queue_gives_turns_by_key_and_is_bounded() -> None:
     tasks = [asyncio.create_task(wait(k)) for k in ("flood", "flood", "flood", "other")]
     await asyncio.sleep(0)
     with pytest.raises(passwords.HashQueueFull):
-        await queue.acquire("late", slots=1)
-    for _ in range(4):
+        await queue.acquire("flood", slots=1)  # its share is full; others still get in
+    tasks.append(asyncio.create_task(wait("third")))
+    await asyncio.sleep(0)
+    with pytest.raises(passwords.HashQueueFull):
+        await queue.acquire("late", slots=1)  # everything is full
+    for _ in range(5):
         queue.release()
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     # FIFO would have served "other" last, behind the whole flood.
-    assert order == ["flood", "other", "flood", "flood"]
+    assert order == ["flood", "other", "third", "flood", "flood"]
     queue.release()
     assert queue._running == 0 and queue._waiting == 0
 

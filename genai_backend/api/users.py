@@ -12,7 +12,7 @@ from genai_backend.auth.passwords import DUMMY_HASH, HashQueueFull, hash_passwor
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError, ServiceUnavailableError
-from genai_backend.limits import TooManyRequests, client_address
+from genai_backend.limits import BLOCKS, TooManyRequests, client_address
 from genai_backend.responses import json_response
 from genai_backend.schemas.users import (
     DetailSchema,
@@ -85,14 +85,21 @@ class LoginView(web.View):
         data = self.request["form"]
         settings, pool = self.request.app[SETTINGS], self.request.app[POOL]
         account, address = normalize_username(data["username"]), client_address(self.request)
+        blocks = self.request.app[BLOCKS]
+        keys = ("account", account), ("address", address)
+        if wait := blocks.remaining(*keys):
+            raise TooManyRequests(TOO_MANY_LOGINS, wait)
         # Every attempt is counted before the hash (a burst cannot all slip in before the first
         # failure is recorded); a success takes its own count back.
         row = await queries.start_login(pool, username=data["username"], account=account, address=address,
                                         max_account=settings.login_max_failures_per_account or 2**31 - 1,
                                         max_address=settings.login_max_failures_per_address or 2**31 - 1,
                                         window_seconds=settings.login_throttle_window)
-        if row["retry_after"] is not None:
-            raise TooManyRequests(TOO_MANY_LOGINS, row["retry_after"])
+        retry = [(key, row[f"{key[0]}_retry_after"]) for key in keys if row[f"{key[0]}_retry_after"] is not None]
+        if retry:
+            for key, seconds in retry:
+                blocks.block(key, seconds)
+            raise TooManyRequests(TOO_MANY_LOGINS, max(seconds for _, seconds in retry))
         # Verify against a dummy hash for unknown users, so timing does not reveal who exists.
         try:
             ok = await verify_password(data["password"], row["password"] or DUMMY_HASH, key=account)

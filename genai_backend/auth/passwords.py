@@ -93,11 +93,13 @@ class _FairQueue:
 
     With one FIFO in front of the workers, 100 wrong passwords for one account would make every
     other user's login wait for all of them; here another key's hash waits for at most one turn
-    of each key ahead of it. At most `max_waiting` hashes wait in all; more are refused.
+    of each key ahead of it. At most `per_key` hashes of one key and `max_waiting` in all wait;
+    more are refused, so a flood fills its own share and other keys still get in.
     """
 
     def __init__(self) -> None:
-        self.max_waiting = 16
+        self.max_waiting = 32
+        self.per_key = 4
         self._running = 0
         self._waiting = 0
         self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
@@ -106,7 +108,8 @@ class _FairQueue:
         if self._running < slots and not self._queues:
             self._running += 1
             return
-        if self._waiting >= self.max_waiting:
+        queue = self._queues.get(key)
+        if self._waiting >= self.max_waiting or (queue is not None and len(queue) >= self.per_key):
             raise HashQueueFull()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(key, deque()).append(turn)
@@ -146,9 +149,10 @@ class _FairQueue:
 _QUEUE = _FairQueue()
 
 
-def set_queue_limit(max_waiting: int) -> None:
-    """At most this many hashes wait for a worker in this process (0: no limit)."""
+def set_queue_limit(max_waiting: int, per_key: int = 4) -> None:
+    """At most this many hashes wait for a worker in this process, `per_key` of one key (0: no limit)."""
     _QUEUE.max_waiting = max_waiting if max_waiting > 0 else sys.maxsize
+    _QUEUE.per_key = per_key if max_waiting > 0 else sys.maxsize
 
 
 async def _run(fn: object, *args: bytes, key: str = "") -> object:
