@@ -31,8 +31,8 @@ from genai_backend.db import database_ctx
 from genai_backend.discovery.client import discovery_ctx
 from genai_backend.errors import error_middleware
 from genai_backend.jobs import jobs_ctx
-from genai_backend.limits import BLOCKS, SOCKET_SLOTS, Blocks, SocketSlots, limits_ctx
 from genai_backend.openapi import setup_openapi
+from genai_backend.quotas import BLOCKS, SOCKET_SLOTS, Blocks, SocketSlots, quotas_ctx
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BLOCKS] = Blocks()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
-    app.cleanup_ctx.append(limits_ctx)
+    app.cleanup_ctx.append(quotas_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

@@ -12,7 +12,7 @@ from genai_backend.auth.passwords import DUMMY_HASH, HashQueueFull, hash_passwor
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError, ServiceUnavailableError
-from genai_backend.limits import BLOCKS, TooManyRequests, client_address
+from genai_backend.quotas import BLOCKS, TooManyRequests, client_address
 from genai_backend.responses import json_response
 from genai_backend.schemas.users import (
     DetailSchema,

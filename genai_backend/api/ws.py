@@ -20,7 +20,7 @@ from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError
-from genai_backend.limits import SOCKET_SLOTS, take_socket_slot, too_many_sockets
+from genai_backend.quotas import SOCKET_SLOTS, take_socket_slot, too_many_sockets
 from genai_backend.schemas.chats import ChatFrameSchema
 from genai_backend.sockets import SOCKETS
 from genai_backend.storage import FILES

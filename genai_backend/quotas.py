@@ -127,7 +127,7 @@ async def _keep_fresh(app: web.Application) -> None:
             log.warning("socket slot heartbeat failed: %r", exc)
 
 
-async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
+async def quotas_ctx(app: web.Application) -> AsyncIterator[None]:
     """The heartbeat of this process's socket slots (after the pool opens, before it closes)."""
     task = asyncio.create_task(_keep_fresh(app), name="socket-slot-heartbeat")
     yield

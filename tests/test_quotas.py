@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from genai_backend.app import create_app
 from genai_backend.auth import passwords
 from genai_backend.config import Settings
-from genai_backend.limits import BLOCKS
+from genai_backend.quotas import BLOCKS
 from tests.conftest import PASSWORD, User, login, register_user, with_settings
 
 ROOT = Path(__file__).resolve().parent.parent
