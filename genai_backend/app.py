@@ -22,6 +22,7 @@ from genai_backend.api import (
     ws,
 )
 from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
+from genai_backend.auth.passwords import set_queue_limit
 from genai_backend.bus.invoke import invoker_ctx
 from genai_backend.bus.session import router_ctx
 from genai_backend.catalogues import CATALOGUES, Catalogues
@@ -36,6 +37,7 @@ from genai_backend.limits import MAX_JSON_BODY
 from genai_backend.observability.http import observability_ctx, observe_middleware, setup_observability
 from genai_backend.openapi import setup_openapi
 from genai_backend.protocol import HANDLER_ARGS
+from genai_backend.quotas import BLOCKS, SOCKET_SLOTS, Blocks, SocketSlots, quotas_ctx
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
@@ -80,15 +82,19 @@ def create_app(settings: Settings) -> web.Application:
         handler_args=HANDLER_ARGS,
     )
     app[SETTINGS] = settings
+    set_queue_limit(settings.password_queue_max)
     app[SOCKETS] = SocketRegistry()
     app[CATALOGUES] = Catalogues()
     app[KNOWN_USERS] = KnownUsers()
+    app[SOCKET_SLOTS] = SocketSlots()
+    app[BLOCKS] = Blocks()
     app.on_shutdown.append(_close_sockets)
     # First: tracing is on before the pool opens its connections, and flushed after everything.
     app.cleanup_ctx.append(observability_ctx)
     app.cleanup_ctx.append(database_ctx)
     # Before the router session, whose log pushes go through it.
     app.cleanup_ctx.append(fanout_ctx)
+    app.cleanup_ctx.append(quotas_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -56,6 +57,18 @@ class Settings:
     # Router session back-off (seconds); tests shorten it.
     router_backoff_initial: float = 1.0
     router_backoff_max: float = 30.0
+    # Per-user and per-address limits, shared by every process on the database (0 = no limit).
+    max_sockets_per_user: int = 20
+    # A socket slot whose process stopped refreshing it counts no more after this many seconds.
+    socket_slot_ttl: float = 8.0
+    login_max_failures_per_account: int = 10
+    login_max_failures_per_address: int = 50
+    login_throttle_window: float = 300.0
+    register_max_per_address: int = 20
+    register_throttle_window: float = 3600.0
+    # Password hashes waiting for a worker process in this process (at most 4 of one account or
+    # address); more are refused with 503.
+    password_queue_max: int = 32
     start_router: bool = True
     start_jobs: bool = True
     # Prometheus metrics at /metrics (METRICS_ENABLED); with a token, scrapes need `Bearer <token>`.
@@ -181,6 +194,22 @@ def resolve_secret_key(env: Mapping[str, str], dsn: str | None, data_dir: Path) 
     return generated
 
 
+_LIMITS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "max_sockets_per_user": ("MAX_SOCKETS_PER_USER", int),
+    "login_max_failures_per_account": ("LOGIN_MAX_FAILURES_PER_ACCOUNT", int),
+    "login_max_failures_per_address": ("LOGIN_MAX_FAILURES_PER_ADDRESS", int),
+    "login_throttle_window": ("LOGIN_THROTTLE_SECONDS", float),
+    "register_max_per_address": ("REGISTER_MAX_PER_ADDRESS", int),
+    "register_throttle_window": ("REGISTER_THROTTLE_SECONDS", float),
+    "password_queue_max": ("PASSWORD_QUEUE_MAX", int),
+}
+
+
+def _limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The limit settings present in the environment (absent ones keep their defaults)."""
+    return {name: kind(_number(env[var], var, kind)) for name, (var, kind) in _LIMITS.items() if env.get(var, "").strip()}
+
+
 def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Settings:
     env = merged_environment(environ, project_dir)
     dsn = database_dsn_from(env)
@@ -213,11 +242,16 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         metrics_enabled=_bool(env.get("METRICS_ENABLED", "true"), "METRICS_ENABLED"),
         metrics_token=env.get("METRICS_TOKEN", "") or None,
         otel={key: value for key, value in env.items() if key.startswith("OTEL_")},
+        **_limits(env),
     )
     if settings.hash_algorithm != "HS256":
         raise ConfigError("HASH_ALGORITHM: only HS256 is supported (the router and agents expect it)")
     if settings.master_be_api_key == DEFAULT_MASTER_BE_API_KEY:
-        log.warning("MASTER_BE_API_KEY is the router's public default; set your own in production")
+        if dsn is not None:
+            # It opens every user's chats and files (the master agent's mode), like SECRET_KEY.
+            raise ConfigError("MASTER_BE_API_KEY is the router's published default; with an external database set "
+                              "your own (the same value in the router and the master agent)")
+        log.warning("MASTER_BE_API_KEY is the router's public default: accepted from loopback clients only")
     if settings.master_agent_api_key == DEFAULT_MASTER_AGENT_API_KEY:
         log.warning("MASTER_AGENT_API_KEY is the router's public default; set your own in production")
     return settings

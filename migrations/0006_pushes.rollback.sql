@@ -1,2 +1,2 @@
--- depends: 0004_catalogue_changes
+-- depends: 0005_limits_and_usernames
 DROP TABLE IF EXISTS pushes;

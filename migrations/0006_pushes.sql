@@ -2,7 +2,7 @@
 -- inserts the frame and notifies its id; each process's listener reads the rows after the last id
 -- it saw, so a NOTIFY payload never carries the frame (8000-byte limit) and a listener that was
 -- disconnected replays the gap. Pruned by a job after a bounded retention.
--- depends: 0004_catalogue_changes
+-- depends: 0005_limits_and_usernames
 CREATE TABLE IF NOT EXISTS pushes (
     id bigserial PRIMARY KEY,
     user_id uuid NOT NULL,

@@ -31,7 +31,6 @@ import asyncpg
 from benchkit import ROOT, free_port, percentile, start_world, wait_ready
 
 from tests.agents_helpers import run_master_agent
-from tests.router_double import DEFAULT_BE_KEY
 
 PASSWORD = "Bench!pass1"
 GROUPS = ("http", "login", "files", "chat")
@@ -174,9 +173,9 @@ async def load_data(http: aiohttp.ClientSession, base: str, dsn: str) -> dict[st
 
 
 async def bench_http(http: aiohttp.ClientSession, base: str, bare: str, data: dict[str, Any],
-                     levels: list[int], duration: float) -> list[Result]:
+                     levels: list[int], duration: float, be_key: str) -> list[Result]:
     results: list[Result] = []
-    key = {"X-API-KEY": DEFAULT_BE_KEY}
+    key = {"X-API-KEY": be_key}
     active_url = f"{base}/api/agents/active?agent_type=all&user_id={data['user_id']}"
     scenarios: list[tuple[str, Callable[[], Awaitable[bool]]]] = [
         ("bare json", lambda: get_json(http, f"{bare}/json", lambda b: b == {"hello": "world"})),
@@ -330,7 +329,7 @@ async def main() -> None:
         base, bare_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
         await wait_ready(f"{base}/ready")
         await wait_ready(f"{bare_base}/json")
-        master = await run_master_agent(router.url, api_base_url=base, master_be_api_key=DEFAULT_BE_KEY,
+        master = await run_master_agent(router.url, api_base_url=base, master_be_api_key=world.be_key,
                                         call_back=True)
         stack.push_async_callback(master.stop)
 
@@ -343,7 +342,7 @@ async def main() -> None:
         data = await load_data(http, base, dsn)
         results: list[Result] = []
         if "http" in args.only:
-            results += await bench_http(http, base, bare_base, data, [32, 128], args.duration)
+            results += await bench_http(http, base, bare_base, data, [32, 128], args.duration, world.be_key)
         if "login" in args.only:
             results += await bench_login(http, base, data, args.duration)
         if "files" in args.only:

@@ -46,7 +46,6 @@ import asyncpg
 from benchkit import ROOT, percentile, start_world, wait_ready
 
 from tests.agents_helpers import MasterCall, run_master_agent
-from tests.router_double import DEFAULT_BE_KEY
 
 TIMINGS_PATH = "/bench/chat-timings"
 # Users are inserted directly with tokens minted from the service's key: logins are not measured
@@ -281,7 +280,7 @@ async def main(args: argparse.Namespace) -> None:
         stack.callback(lambda: (backend.send_signal(signal.SIGTERM), backend.wait(20)))
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/ready")
-        master = await run_master_agent(router.url, api_base_url=base, master_be_api_key=DEFAULT_BE_KEY,
+        master = await run_master_agent(router.url, api_base_url=base, master_be_api_key=world.be_key,
                                         call_back=args.call_back, send_logs=args.call_back,
                                         answer=thinking_echo(args.think_ms / 1000) if args.think_ms else None)
         stack.push_async_callback(master.stop)

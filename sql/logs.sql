@@ -20,3 +20,12 @@ SELECT session_id, request_id, log_level, message, creator_id, agent_id, created
 FROM logs
 WHERE creator_id = :creator_id AND session_id = :session_id
 ORDER BY id;
+
+-- Every model-config credential of the conversation's owner, for redacting master agent logs.
+-- name: list_credentials_by_session(session_id)
+SELECT DISTINCT v.key, v.value
+FROM chatconversations c
+JOIN modelconfigs m ON m.creator_id = c.creator_id
+CROSS JOIN LATERAL json_each_text(CASE WHEN json_typeof(m.credentials) = 'object'
+                                       THEN m.credentials ELSE '{}'::json END) AS v
+WHERE c.session_id = :session_id AND v.value IS NOT NULL;

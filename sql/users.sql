@@ -3,8 +3,5 @@ INSERT INTO users (id, username, password)
 VALUES (:user_id, :username, :password)
 RETURNING id, username, created_at, updated_at;
 
--- name: get_user_credentials(username)^
-SELECT id, password FROM users WHERE username = :username;
-
 -- name: user_exists(user_id)$
 SELECT EXISTS (SELECT 1 FROM users WHERE id = :user_id);

@@ -101,3 +101,76 @@ async def test_bcrypt_runs_in_idle_priority_processes_that_are_replaced_when_kil
     assert await passwords.verify_password("s3cret!", hashed)
     assert not await passwords.verify_password("wrong", hashed)
     assert passwords._HASHERS.get() is not pool
+
+
+def _other_spellings(token: str) -> list[str]:
+    """The same header, payload and signature bytes written another way (each decoded leniently before)."""
+    head, payload, signature = token.split(".")
+    last = signature[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # 32 bytes = 43 characters: the last one carries 4 bits and 2 unused ones.
+    same_bits = alphabet[alphabet.index(last) ^ 1]
+    spellings = [token + "!!!", token + "====", token + "=", f"{head}.{payload}.{signature}==",
+                 f"{head}.{payload}.{signature[:-1]}{same_bits}", f"{head}=.{payload}.{signature}",
+                 f"{head}.{payload}.{signature[:10]}\n{signature[10:]}", f"{head}.{payload}.{signature[:10]}!{signature[10:]}"]
+    if "-" in signature or "_" in signature:
+        spellings.append(f"{head}.{payload}.{signature.replace('-', '+').replace('_', '/')}")
+    return spellings
+
+
+async def test_token_in_any_other_spelling_is_401(client: TestClient, user: User) -> None:
+    from genai_backend.auth.tokens import issue_user_token
+
+    secret = client.app[SETTINGS].secret_key
+    # Tokens until one has a signature with `-` or `_`, so the +/ spelling is tried too.
+    token = user.token
+    for _ in range(30):
+        if "-" in token.split(".")[2] or "_" in token.split(".")[2]:
+            break
+        await asyncio.sleep(1)  # exp moves every second, and the signature with it
+        token = issue_user_token(uuid.UUID(user.id), secret)
+    resp = await _get(client, user, {"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+    for spelling in _other_spellings(token):
+        if "\n" not in spelling:  # not a valid header at all
+            resp = await _get(client, user, {"Authorization": f"Bearer {spelling}"})
+            assert resp.status == 401, spelling
+            assert await resp.json() == INVALID
+        resp = await client.post("/api/validate-token", json={"token": spelling})
+        assert resp.status == 400, spelling
+
+
+def _non_loopback_address() -> str | None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 1))  # no packet is sent: only a route is chosen
+            address: str = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+async def test_default_master_key_only_from_loopback(aiohttp_server, settings, user: User) -> None:
+    import aiohttp
+    import pytest
+
+    from genai_backend.app import create_app
+    from genai_backend.config import DEFAULT_MASTER_BE_API_KEY
+    from tests.conftest import with_settings
+
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address")
+    url_path = f"/api/agents/active?agent_type=all&user_id={user.id}"
+    for key, remote_ok in ((DEFAULT_MASTER_BE_API_KEY, False), ("own-key::master_server_be", True)):
+        server = await aiohttp_server(create_app(with_settings(settings, master_be_api_key=key)), host="0.0.0.0")
+        async with aiohttp.ClientSession() as http:
+            for host, expected in (("127.0.0.1", 200), (address, 200 if remote_ok else 401)):
+                async with http.get(f"http://{host}:{server.port}{url_path}", headers={"X-API-KEY": key}) as resp:
+                    assert resp.status == expected, (key, host, await resp.text())
+                    if expected == 401:
+                        assert await resp.json() == {
+                            "detail": "You must provide x-api-key header if user_id query parameter is provided."}
+        await server.close()

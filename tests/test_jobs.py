@@ -354,6 +354,7 @@ async def test_jobs_not_started_when_switched_off(client: TestClient) -> None:
 def test_settings_refresh_timeout_from_env(tmp_path: Any) -> None:
     from genai_backend.config import from_env
 
-    env = {"SECRET_KEY": "x" * 32, "POSTGRES_HOST": "db", "TOOL_REFRESH_TIMEOUT": "2.5"}
+    env = {"SECRET_KEY": "x" * 32, "POSTGRES_HOST": "db", "TOOL_REFRESH_TIMEOUT": "2.5",
+           "MASTER_BE_API_KEY": "own-key::master_server_be"}
     assert from_env(env, project_dir=tmp_path).tool_refresh_timeout == 2.5
     assert from_env({**env, "TOOL_REFRESH_TIMEOUT": "0"}, project_dir=tmp_path).tool_refresh_timeout == 10.0

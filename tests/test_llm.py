@@ -120,6 +120,24 @@ async def test_patch_provider_keeps_opaque_key_and_encrypts_new_one(client: Test
     assert body["metadata"] == {} and secrets.decrypt_sync(body["api_key"], secret) == "sk-new"
 
 
+async def test_patch_provider_with_other_users_ciphertext_encrypts_it_as_new_key(client: TestClient, user: User,
+                                                                              other_user: User, db) -> None:
+    # Another user's ciphertext decrypts under the same SECRET_KEY; stored as "unchanged" it would
+    # send that user's plain key to the master agent on this user's next chat.
+    theirs = await create_provider(client, other_user)
+    mine = await create_provider(client, user)
+    secret = client.app[SETTINGS].secret_key
+    resp = await client.patch("/api/llm/model/providers/openai", headers=user.headers,
+                              json={"api_key": theirs["api_key"]})
+    assert resp.status == 200, await resp.text()
+    stored = await db.fetchval("SELECT api_key FROM modelproviders WHERE creator_id = $1", uuid.UUID(user.id))
+    assert stored not in (theirs["api_key"], mine["api_key"])
+    assert secrets.decrypt_sync(stored, secret) == theirs["api_key"]  # the text given, as a new key
+    # The caller's own previous ciphertext is no longer current either: also a new key.
+    resp = await client.patch("/api/llm/model/providers/openai", headers=user.headers, json={"api_key": mine["api_key"]})
+    assert secrets.decrypt_sync((await resp.json())["api_key"], secret) == mine["api_key"]
+
+
 async def test_patch_provider_errors(client: TestClient, user: User, other_user: User) -> None:
     await create_provider(client, user)
     resp = await client.patch("/api/llm/model/providers/openai", headers=other_user.headers, json={"api_key": "x"})

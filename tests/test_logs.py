@@ -119,3 +119,38 @@ def test_redact_api_keys_in_both_notations() -> None:
     assert redact_api_keys("{'api_key': \"it's\"}") == "{'api_key': \"***\"}"
     assert redact_api_keys(json.dumps(json.dumps({"api_key": "sk-1"}))) == json.dumps(json.dumps({"api_key": "***"}))
     assert redact_api_keys('{"api_key": null, "x": "api_key"}') == '{"api_key": null, "x": "api_key"}'
+
+
+async def test_master_agent_log_hides_every_model_config_credential(client: TestClient, user: User,
+                                                                     other_user: User, db) -> None:
+    from tests.test_llm import create_config, create_provider
+
+    await create_provider(client, user)
+    credentials = {"aws_secret_access_key": "wJalr/XUtnFEMI\"K7MDENG", "token": "ab", "region": "us-east-1x"}
+    await create_config(client, user, credentials=credentials)
+    await create_provider(client, other_user)
+    await create_config(client, other_user, credentials={"other": "someone-elses-value"})
+    session_id, request_id = uuid.uuid4(), str(uuid.uuid4())
+    await db.execute("INSERT INTO chatconversations (session_id, title, creator_id) VALUES ($1, 't', $2)",
+                     session_id, uuid.UUID(user.id))
+    configs = {"api_key": "sk-secret", "model": "gpt", **credentials}
+    payload = {"request_payload": {"configs": configs}}
+    recorder = RecordingBus(client.app)
+    for message in (json.dumps(payload), str(payload), json.dumps(json.dumps(payload)),
+                    f"calling with {credentials['aws_secret_access_key']} and someone-elses-value"):
+        await dispatch(recorder.bus, log_frame("master_server_ml", message, str(session_id), request_id))
+    pushed = FakeSocket()
+    client.app[SOCKETS].add(uuid.UUID(user.id), pushed)  # type: ignore[arg-type]
+    await dispatch(recorder.bus, log_frame("master_server_ml", str(payload), str(session_id), request_id))
+    await recorder.settle()
+    resp = await client.get("/api/logs/list", params={"request_id": request_id}, headers=user.headers)
+    stored = [e["message"] for e in await resp.json()]
+    assert len(stored) == 5 and pushed.frames
+    messages = stored + [f["log"]["message"] for f in pushed.frames]
+    for message in messages:
+        for value in ("sk-secret", "wJalr", "MDENG", "us-east-1x"):
+            assert value not in message, message
+    assert json.loads(messages[0])["request_payload"]["configs"] == {
+        "api_key": "***", "model": "gpt", "aws_secret_access_key": "***", "token": "***", "region": "***"}
+    # Only the chat owner's credentials are looked for; free text keeps its other words.
+    assert messages[3] == "calling with *** and someone-elses-value"

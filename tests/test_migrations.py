@@ -18,11 +18,11 @@ from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.migrations import MIGRATIONS_DIR, apply_migrations, rollback_migrations, yoyo_uri
 from tests.pg import embedded_server, throwaway_database
 
-ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes", "0006_pushes",
-       "0008_api_keys"]
+ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes",
+       "0005_limits_and_usernames", "0006_pushes", "0008_api_keys"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
 # Our own bookkeeping, not part of data-model.md.
-SERVICE_TABLES = {"catalogue_changes", "pushes", "api_keys"}
+SERVICE_TABLES = {"catalogue_changes", "pushes", "api_keys", "username_keys", "socket_slots", "login_attempts"}
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,7 @@ EXPECTED_FKS = {
     ("agent_project_associations", "project_id"): ("projects", "id"),
     ("agentflow_project_associations", "flow_id"): ("agentworkflows", "id"),
     ("agentflow_project_associations", "project_id"): ("projects", "id"),
+    ("username_keys", "user_id"): ("users", "id"),  # migration 0005
 }
 
 # name -> (table, columns)
@@ -194,6 +195,8 @@ EXPECTED_UNIQUE_CONSTRAINTS = {
     "uq_mcp_server_url": ("mcpservers", ["creator_id", "server_url"]),
     "uq_a2a_card_server_url": ("a2acards", ["creator_id", "server_url"]),
     "teams_name_key": ("teams", ["name"]),
+    # Migration 0005: one NFKC key per account.
+    "username_keys_key_key": ("username_keys", ["key"]),
 }
 
 # name -> (table, column, unique)
@@ -362,6 +365,9 @@ def test_rollback_migrations_removes_everything(dsn: str) -> None:
     assert "api_keys" not in _public_tables(dsn)
     assert rollback_migrations(dsn, 1) == ["0006_pushes"]
     assert "pushes" not in _public_tables(dsn)
+    assert rollback_migrations(dsn, 1) == ["0005_limits_and_usernames"]
+    assert not {"username_keys", "socket_slots", "login_attempts"} & set(_public_tables(dsn))
+    assert _fetch(dsn, "SELECT proname FROM pg_proc WHERE proname IN ('take_socket_slot', 'note_username_key')") == []
     assert rollback_migrations(dsn, 1) == ["0004_catalogue_changes"]
     assert _fetch(dsn, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal") == []
     assert "catalogue_changes" not in _public_tables(dsn)
@@ -691,3 +697,19 @@ def test_apply_migrations_warns_about_other_reference_revision(dsn: str, caplog:
     with caplog.at_level("WARNING", logger="genai_backend.migrations"):
         assert apply_migrations(dsn) == ALL
     assert caplog.text == ""
+
+
+def test_apply_migrations_with_usernames_equal_after_nfkc(dsn: str) -> None:
+    # A taken-over database may already hold `admin` and fullwidth `ａｄｍｉｎ`: 0005 must apply,
+    # keep both accounts, give the key to the older one and refuse a third spelling afterwards.
+    apply_migrations(dsn)
+    assert rollback_migrations(dsn, 1) == ["0005_limits_and_usernames"]
+    older, newer = uuid.uuid4(), uuid.uuid4()
+    _run(dsn, f"INSERT INTO users (id, username, password, created_at) VALUES "
+              f"('{newer}', 'ａｄｍｉｎ', 'x', now() - interval '1 day'), ('{older}', 'admin', 'x', now() - interval '2 days')")
+    assert apply_migrations(dsn) == ["0005_limits_and_usernames"]
+    assert _fetch(dsn, "SELECT user_id, key FROM username_keys") == [(older, "admin")]
+    assert len(_fetch(dsn, "SELECT id FROM users")) == 2
+    with pytest.raises(psycopg.errors.UniqueViolation, match="username_keys_key_key"):
+        _run(dsn, "INSERT INTO users (id, username, password) VALUES (gen_random_uuid(), 'ａdmin', 'x')")
+    assert apply_migrations(dsn) == []

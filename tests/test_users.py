@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import PASSWORD, User, login, register_user
@@ -145,10 +146,85 @@ async def test_login_user_wrong_grant_type_is_422(client: TestClient) -> None:
                    "msg": "String should match pattern '^password$'", "input": "code", "ctx": {"pattern": "^password$"}}
 
 
-async def test_login_user_long_password_uses_first_72_bytes(client: TestClient) -> None:
+async def test_register_user_password_over_72_bytes_is_422(client: TestClient, db) -> None:
+    # bcrypt would ignore everything after byte 72: such a password is refused, not truncated.
+    for password in ("Aa1!" + "x" * 69, "Aa1!" + "é" * 35):
+        resp = await client.post("/api/register", json={"username": "frank", "password": password})
+        assert resp.status == 422, await resp.text()
+        [err] = (await resp.json())["detail"]
+        assert err["loc"] == ["body", "password"]
+        assert err["msg"] == "Value error, Password must be at most 72 bytes long (UTF-8)"
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    await register_user(client, "frank", "Aa1!" + "x" * 68)  # exactly 72 bytes
+
+
+async def test_login_user_existing_long_password_hash_keeps_working(client: TestClient, db) -> None:
+    # A reference database may hold hashes of longer passwords; they log in as before.
+    import bcrypt
+
     password = "Aa1!" + "x" * 80
-    await register_user(client, "frank", password)
+    hashed = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
+    await db.execute("INSERT INTO users (id, username, password) VALUES (gen_random_uuid(), 'frank', $1)", hashed)
+    assert await login(client, "frank", password)
     assert await login(client, "frank", password[:72] + "different-tail")
+
+
+@pytest.mark.parametrize(("taken", "spelling"), [("admin", "ａｄｍｉｎ"), ("adIV", "ad\u2163"), ("file", "\ufb01le")])
+async def test_register_user_same_name_after_nfkc_is_400(client: TestClient, taken: str, spelling: str) -> None:
+    await register_user(client, taken)
+    resp = await client.post("/api/register", json={"username": spelling, "password": PASSWORD})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["detail"] == f"User '{taken}' already exists"
+
+
+async def test_register_user_stores_nfkc_form_and_logs_in_with_any_spelling(client: TestClient, db) -> None:
+    nfd = "A\u030angstr\u00f6m"  # Å decomposed, ö composed
+    user = await register_user(client, nfd)
+    assert user["username"] == "\u00c5ngstr\u00f6m"
+    assert await db.fetchval("SELECT username FROM users") == "\u00c5ngstr\u00f6m"
+    for spelling in (nfd, "\u00c5ngstr\u00f6m", "\u00c5ngstro\u0308m"):
+        assert await login(client, spelling)
+    resp = await client.post("/api/register", json={"username": "\u00c5ngstro\u0308m", "password": PASSWORD})
+    assert resp.status == 400
+
+
+@pytest.mark.parametrize("name", ["admin\u200b", "\u200dadmin", "ad\u00admin", "admin\u202e", "a\tb",
+                                  "adm\u3164in", "admin\ufe0f", "a\u2028b", "\U000e0041admin"])
+async def test_register_user_invisible_or_control_characters_is_422(client: TestClient, db, name: str) -> None:
+    resp = await client.post("/api/register", json={"username": name, "password": PASSWORD})
+    assert resp.status == 422, await resp.text()
+    [err] = (await resp.json())["detail"]
+    assert err["loc"] == ["body", "username"]
+    assert err["msg"] == "Value error, Username must not contain invisible or control characters"
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_login_user_legacy_accounts_equal_after_nfkc_keep_working(client: TestClient, db,
+                                                                        password_hash: str) -> None:
+    # Rows written before migration 0005 (the trigger is bypassed the way a reference database
+    # was filled): the migration's back-fill keeps the oldest, and each logs in by its spelling.
+    await db.execute("ALTER TABLE users DISABLE TRIGGER users_username_key")
+    try:
+        for name, age in (("admin", "2 days"), ("ａｄｍｉｎ", "1 day")):
+            await db.execute("INSERT INTO users (id, username, password, created_at) "
+                             "VALUES (gen_random_uuid(), $1, $2, now() - $3::text::interval)", name, password_hash, age)
+    finally:
+        await db.execute("ALTER TABLE users ENABLE TRIGGER users_username_key")
+    from pathlib import Path
+
+    backfill = Path("migrations/0005_limits_and_usernames.sql").read_text()
+    start = backfill.index("INSERT INTO username_keys")
+    await db.execute(backfill[start:backfill.index(";", start) + 1])
+    ids = {row["username"]: row["id"] for row in await db.fetch("SELECT id, username FROM users")}
+    assert await db.fetchval("SELECT user_id FROM username_keys WHERE key = 'admin'") == ids["admin"]
+    for name in ("admin", "ａｄｍｉｎ"):
+        token = await login(client, name)
+        resp = await client.post("/api/validate-token", json={"token": token})
+        assert resp.status == 200
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["sub"] == str(ids[name])
+    resp = await client.post("/api/register", json={"username": "ａdmin", "password": PASSWORD})
+    assert resp.status == 400
 
 
 async def test_validate_token(client: TestClient, user: User) -> None:

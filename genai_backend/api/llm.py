@@ -104,7 +104,9 @@ class ProviderView(web.View):
                 err = api_key_required()
                 raise ValidationFailed([error(err.type, ("body",), err.msg, await self.request.json(), err.ctx)])
             # The front-end sends back the opaque value it was given when the key was not edited (D17).
-            if not await secrets.is_ours(api_key, secret):
+            # Only this provider's current ciphertext means that: any other value, even one that
+            # decrypts (another user's provider), is a new key and is encrypted as given.
+            if api_key != provider["api_key"]:
                 api_key = await secrets.encrypt(api_key, secret)
         row = await queries.update_provider(pool, provider_id=provider["id"], creator_id=self.request[USER_ID],
                                             api_key=api_key, metadata=data["metadata"])

@@ -22,6 +22,7 @@ from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError
 from genai_backend.observability import metrics, tracing
 from genai_backend.observability.logs import set_user
+from genai_backend.quotas import SOCKET_SLOTS, take_socket_slot, too_many_sockets
 from genai_backend.schemas.chats import ChatFrameSchema
 from genai_backend.sockets import SOCKETS
 from genai_backend.storage import FILES
@@ -102,14 +103,14 @@ class ChatSocketView(web.View):
     api_key_hash: bytes | None = None
 
     async def get(self) -> web.WebSocketResponse:
-        user_id, session_id = await self._handshake()
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
-        await ws.prepare(self.request)
+        user_id, session_id, slot_id = await self._handshake()
         registry = self.request.app[SOCKETS]
-        registry.add(user_id, ws)
-        chat = ChatTurns(self.request.app, ws, user_id, session_id)
-        chat.api_key_hash = self.api_key_hash
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
         try:
+            await ws.prepare(self.request)
+            registry.add(user_id, ws)
+            chat = ChatTurns(self.request.app, ws, user_id, session_id)
+            chat.api_key_hash = self.api_key_hash
             async for msg in ws:
                 received = time.perf_counter()
                 if msg.type is WSMsgType.TEXT:
@@ -121,9 +122,10 @@ class ChatSocketView(web.View):
             pass
         finally:
             registry.remove(user_id, ws)
+            await self.request.app[SOCKET_SLOTS].release(self.request.app, slot_id)
         return ws
 
-    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID]:
+    async def _handshake(self) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
         """websocket.md §1, every check before the upgrade."""
         token = self.request.query.get("token", "")
         if not token:
@@ -135,13 +137,16 @@ class ChatSocketView(web.View):
             session_id = parse_uuid(raw_session) if raw_session else uuid.uuid4()
         except FieldError:
             raise HandshakeRefused(BAD_SESSION) from None
-        check = await queries.check_chat_socket(self.request.app[POOL], user_id=user_id, session_id=session_id)
-        if not check["user_exists"]:
+        user_exists, foreign_session, slot_id = await take_socket_slot(self.request, user_id, session_id)
+        if not user_exists:
             raise HandshakeRefused(TOKEN_INVALID)
-        if check["foreign_session"]:
+        if foreign_session:
             raise HandshakeRefused(FOREIGN_SESSION)  # D28
+        if slot_id is None:
+            settings = self.request.app[SETTINGS]
+            raise too_many_sockets(settings.max_sockets_per_user, settings.socket_slot_ttl)
         set_user(user_id)
-        return user_id, session_id
+        return user_id, session_id, slot_id
 
     def _jwt_user(self, token: str) -> uuid.UUID:
         try:

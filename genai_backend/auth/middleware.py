@@ -8,6 +8,7 @@ declares next to its mode: `@auth(USER, scope=MANAGE)`.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from aiohttp_apigami import docs
 
 from genai_backend.auth import api_keys, tokens
 from genai_backend.auth.api_keys import CHAT, CHAT_OR_READ, MANAGE, READ, USER_TOKEN_ONLY  # noqa: F401
-from genai_backend.config import SETTINGS
+from genai_backend.config import DEFAULT_MASTER_BE_API_KEY, SETTINGS
 from genai_backend.db import POOL, queries
 from genai_backend.errors import NOT_AUTHENTICATED, TOKEN_INVALID, BadRequestError, UnauthorizedError
 from genai_backend.observability.logs import set_user
@@ -125,6 +126,19 @@ async def user_from_token(request: web.Request, token: str, allow_agent: bool) -
     return claims.sub
 
 
+def _may_use_key(request: web.Request) -> bool:
+    """The router's published default key opens every user's data: only from this machine (dev mode)."""
+    if request.app[SETTINGS].master_be_api_key != DEFAULT_MASTER_BE_API_KEY:
+        return True
+    try:
+        address = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        # A unix socket has no address and is local by nature.
+        return not request.remote
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
 async def _dual(request: web.Request) -> uuid.UUID:
     """README §3 decision table, in its order."""
     header = request.headers.get("Authorization", "").strip()
@@ -138,7 +152,7 @@ async def _dual(request: web.Request) -> uuid.UUID:
         raise BadRequestError("Lookup by user_id is not allowed for plain authenticated users.")
     if has_uid:
         expected = request.app[SETTINGS].master_be_api_key.encode()
-        if not key or not hmac.compare_digest(key.encode(), expected):
+        if not key or not hmac.compare_digest(key.encode(), expected) or not _may_use_key(request):
             raise UnauthorizedError("You must provide x-api-key header if user_id query parameter is provided.")
         # The id itself is validated (422) with the other query parameters.
         raw = request.query["user_id"]

@@ -7,18 +7,52 @@ the scheduler parks a low-priority thread that holds it, the event loop waits wi
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+from collections import OrderedDict, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import bcrypt
 
 from genai_backend.observability import metrics
 
 # passlib truncated silently and bcrypt 5 raises; keep passlib's behaviour so old hashes verify (D36).
-_MAX_BYTES = 72
+# New passwords longer than this are refused at registration (schemas/users.py).
+MAX_BYTES = 72
+_MAX_BYTES = MAX_BYTES
 _NICENESS = 10
+_PR_SET_PDEATHSIG = 1
+
+
+class HashQueueFull(Exception):
+    """Too many hashes are waiting for a worker in this process: the caller answers 503."""
+
+
+def _die_with_parent(parent: int) -> None:
+    # A kill -9 of the service runs no clean-up, so the kernel must end the workers (Linux only;
+    # elsewhere the executor's own pipe watch still ends idle workers once they notice).
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        # The parent died before the request took effect.
+        os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    # Ctrl-C reaches the whole foreground process group: the service shuts its workers down
+    # itself, so a worker must not die of it with a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+    _lower_priority()
 
 
 def _lower_priority() -> None:
@@ -37,13 +71,14 @@ class _Hashers:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self.workers = max(1, os.cpu_count() or 2)
 
     def get(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: a fork would copy a process that runs threads and holds sockets.
-            self._pool = ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 2),
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_lower_priority)
+                                             initializer=_init_worker, initargs=(os.getpid(),))
         return self._pool
 
     def discard(self) -> None:
@@ -55,7 +90,82 @@ class _Hashers:
 _HASHERS = _Hashers()
 
 
-async def _run(fn: object, *args: bytes) -> object:
+class _FairQueue:
+    """Hand the worker processes out in turns by key (the account, or the client address).
+
+    With one FIFO in front of the workers, 100 wrong passwords for one account would make every
+    other user's login wait for all of them; here another key's hash waits for at most one turn
+    of each key ahead of it. At most `per_key` hashes of one key and `max_waiting` in all wait;
+    more are refused, so a flood fills its own share and other keys still get in.
+    """
+
+    def __init__(self) -> None:
+        self.max_waiting = 32
+        self.per_key = 4
+        self._running = 0
+        self._waiting = 0
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    async def acquire(self, key: str, slots: int) -> None:
+        if self._running < slots and not self._queues:
+            self._running += 1
+            return
+        queue = self._queues.get(key)
+        if self._waiting >= self.max_waiting or (queue is not None and len(queue) >= self.per_key):
+            raise HashQueueFull()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, deque()).append(turn)
+        self._waiting += 1
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed a worker just as the caller went away: pass it on
+            else:
+                self._forget(key, turn)
+            raise
+
+    def _forget(self, key: str, turn: asyncio.Future[None]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            self._waiting -= 1
+            if not queue:
+                del self._queues[key]
+
+    def release(self) -> None:
+        while self._queues:
+            key, queue = next(iter(self._queues.items()))
+            turn = queue.popleft()
+            self._waiting -= 1
+            if queue:
+                self._queues.move_to_end(key)  # the next turn goes to another key
+            else:
+                del self._queues[key]
+            if not turn.done():
+                turn.set_result(None)  # the worker passes straight to the next waiter
+                return
+        self._running -= 1
+
+
+_QUEUE = _FairQueue()
+
+
+def set_queue_limit(max_waiting: int, per_key: int = 4) -> None:
+    """At most this many hashes wait for a worker in this process, `per_key` of one key (0: no limit)."""
+    _QUEUE.max_waiting = max_waiting if max_waiting > 0 else sys.maxsize
+    _QUEUE.per_key = per_key if max_waiting > 0 else sys.maxsize
+
+
+async def _run(fn: object, *args: bytes, key: str = "") -> object:
+    await _QUEUE.acquire(key, _HASHERS.workers)
+    try:
+        return await _run_now(fn, *args)
+    finally:
+        _QUEUE.release()
+
+
+async def _run_now(fn: object, *args: bytes) -> object:
     loop = asyncio.get_running_loop()
     with metrics.hashing():
         try:
@@ -82,16 +192,19 @@ def _check(secret: bytes, hashed: bytes) -> bool:
         return False
 
 
-async def hash_password(password: str) -> str:
-    hashed = await _run(_hash, _prepare(password))
+async def hash_password(password: str, key: str = "") -> str:
+    """`key` names who asks (the client address), for the turns of the queue."""
+    hashed = await _run(_hash, _prepare(password), key=key)
     assert isinstance(hashed, bytes)
     return hashed.decode("ascii")
 
 
-async def verify_password(password: str, hashed: str | None) -> bool:
+async def verify_password(password: str, hashed: str | None, key: str = "") -> bool:
+    """`key` names who asks (the account), for the turns of the queue."""
     if not hashed:
         return False
-    return bool(await _run(_check, _prepare(password), hashed.encode("ascii")))
+    checked: Any = await _run(_check, _prepare(password), hashed.encode("ascii"), key=key)
+    return bool(checked)
 
 
 # Verified against when the user does not exist, so response time does not reveal valid usernames.

@@ -5,6 +5,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,8 +44,21 @@ def issue_agent_token(agent_id: uuid.UUID, user_id: uuid.UUID, secret: str) -> s
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Strict base64url without padding (RFC 7515 §2): a token is valid in exactly one spelling.
+
+    The stdlib decoder skips characters outside the alphabet, accepts `+`, `/` and `=`, and ignores
+    the unused low bits of the last character; each of those would give a token other spellings.
+    """
+    if _B64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("not the canonical spelling")
+    return decoded
 
 
 def decode(token: str, secret: str) -> Claims:

@@ -124,16 +124,41 @@ async def on_unregister(bus: Bus, payload: dict[str, Any]) -> None:
 
 
 # `'api_key': '...'` (Python repr) or `"api_key": "..."` (JSON), possibly JSON-escaped once more.
-_API_KEY_PLAIN = re.compile(r"""(["'])api_key\1(\s*:\s*)(["'])(?:\\.|(?!\3)[^\\])*\3""")
-_API_KEY_ESCAPED = re.compile(r"""(\\+)(["'])api_key\1\2(\s*:\s*)\1\2.*?\1\2""")
+_PLAIN = r"""(["'])KEY\1(\s*:\s*)(["'])(?:\\.|(?!\3)[^\\])*\3"""
+_ESCAPED = r"""(\\+)(["'])KEY\1\2(\s*:\s*)\1\2.*?\1\2"""
 REDACTED = "***"
+# Credential values shorter than this are redacted only where they follow their key: replacing
+# every "1" or "eu" in a log line would make it unreadable.
+_MIN_REDACTED_VALUE = 4
+
+
+def _redact_key(text: str, key: str) -> str:
+    name = re.escape(key)
+    text = re.sub(_PLAIN.replace("KEY", name), lambda m: f"{m[1]}{key}{m[1]}{m[2]}{m[3]}{REDACTED}{m[3]}", text)
+    return re.sub(_ESCAPED.replace("KEY", name),
+                  lambda m: f"{m[1]}{m[2]}{key}{m[1]}{m[2]}{m[3]}{m[1]}{m[2]}{REDACTED}{m[1]}{m[2]}", text)
 
 
 def redact_api_keys(text: str) -> str:
     """D04: the master agent's library logs its invocation, provider API key included."""
-    text = _API_KEY_PLAIN.sub(lambda m: f"{m[1]}api_key{m[1]}{m[2]}{m[3]}{REDACTED}{m[3]}", text)
-    return _API_KEY_ESCAPED.sub(lambda m: f"{m[1]}{m[2]}api_key{m[1]}{m[2]}{m[3]}{m[1]}{m[2]}{REDACTED}{m[1]}{m[2]}",
-                                text)
+    return _redact_key(text, "api_key")
+
+
+def redact_credentials(text: str, credentials: list[tuple[str, str]]) -> str:
+    """The API key and every model-config credential (key, value) of the owner, wherever it shows.
+
+    The master agent logs the configuration it was sent, credentials merged in; a value is
+    redacted after its key in any notation, and anywhere else as it is and JSON-escaped.
+    """
+    # Values first: a key's pattern stops at the first quote, which may be inside an escaped value.
+    values = {value for _, value in credentials if len(value) >= _MIN_REDACTED_VALUE}
+    for value in sorted(values, key=len, reverse=True):
+        for spelling in {value, json.dumps(value)[1:-1], json.dumps(json.dumps(value))[3:-3]}:
+            text = text.replace(spelling, REDACTED)
+    for key in {key for key, _ in credentials}:
+        if key and key in text:
+            text = _redact_key(text, key)
+    return redact_api_keys(text)
 
 
 async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
@@ -151,7 +176,9 @@ async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
     message = message.replace("\x00", "\ufffd")
     sender: str = event["agent_uuid"]
     if sender == MASTER_SERVER_ML:
-        message = redact_api_keys(message)
+        credentials = [(r["key"], r["value"]) async for r in
+                       queries.list_credentials_by_session(bus.pool, session_id=session_id)]
+        message = redact_credentials(message, credentials)
     row = await queries.create_log(bus.pool, session_id=session_id, request_id=request_id, agent_id=sender,
                                    agent_uuid=_as_uuid(sender), message=message, log_level=event["log_level"])
     tracing.agent_log(str(request_id), sender, event["log_level"], message)
