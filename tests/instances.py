@@ -14,6 +14,10 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# With an external database the router's published default key is refused at start (README).
+TEST_BE_KEY = "instances-test-key"
+
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,7 +38,7 @@ class Instance:
                     "HOST": "127.0.0.1", "PORT": str(self.port), "ROUTER_WS_URL": router_url,
                     "GENAI_DATA_DIR": str(workdir / f"{name}-data"),
                     "DEFAULT_FILES_FOLDER_NAME": str(workdir / "files"), "CELERY_BEAT_INTERVAL_MINUTES": "60",
-                    "DB_POOL_SIZE": "4", **(extra_env or {})}
+                    "DB_POOL_SIZE": "4", "MASTER_BE_API_KEY": TEST_BE_KEY, **(extra_env or {})}
         for name_ in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
             self.env.pop(name_, None)
         self.proc: asyncio.subprocess.Process | None = None

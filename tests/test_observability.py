@@ -250,6 +250,7 @@ def test_log_format_json_makes_every_line_of_the_process_json(database_dsn: str,
         port = probe.getsockname()[1]
     env = {**os.environ, "SQLALCHEMY_ASYNC_DATABASE_URI": database_dsn, "SECRET_KEY": uuid.uuid4().hex,
            "PORT": str(port), "HOST": "127.0.0.1", "ROUTER_WS_URL": "ws://127.0.0.1:1/ws", "LOG_FORMAT": "json",
+           "MASTER_BE_API_KEY": "observability-test-key",
            "DEFAULT_FILES_FOLDER_NAME": str(tmp_path / "files"), "GENAI_DATA_DIR": str(tmp_path / "data")}
     stderr = tmp_path / "service.log"
     with open(stderr, "w") as err:

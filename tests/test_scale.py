@@ -29,10 +29,17 @@ from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import RunningAgent, invoke, run_agent
 from tests.bus_fixtures import FakeSocket, wait_for
 from tests.conftest import PASSWORD
-from tests.instances import Instance, leaders, wait_for_leader
-from tests.router_double import MASTER_SERVER_BE, RunningRouter
+from tests.instances import TEST_BE_KEY, Instance, leaders, wait_for_leader
+from tests.router_double import MASTER_SERVER_BE, RouterDouble, RunningRouter
 
 LOG_LINES = 30
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[RunningRouter]:
+    """The router double, expecting the instances' own master key (never the published default)."""
+    async with RunningRouter(RouterDouble(master_be_api_key=TEST_BE_KEY)) as running:
+        yield running
 
 
 @pytest.fixture
@@ -227,7 +234,7 @@ async def test_write_on_one_instance_is_visible_on_the_other_at_once(
 
 async def test_one_leader_at_a_time_and_lost_lock_drops_router_session(
         settings: Settings, aiohttp_client: Any, router: RunningRouter, db: asyncpg.Connection) -> None:
-    app_settings = replace(settings, start_router=True, router_ws_url=router.url)
+    app_settings = replace(settings, start_router=True, router_ws_url=router.url, master_be_api_key=TEST_BE_KEY)
     first = await aiohttp_client(create_app(app_settings))
     second = await aiohttp_client(create_app(app_settings))
     await router.double.wait_for_client(MASTER_SERVER_BE)
