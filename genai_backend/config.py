@@ -59,6 +59,17 @@ class Settings:
     start_router: bool = True
     start_jobs: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Slow clients (seconds; 0 = no limit): a request head must be complete this long after its
+    # first byte (or after the connection opened), a body may pause this long between bytes, and
+    # an idle keep-alive connection is closed after keepalive_timeout.
+    header_read_timeout: float = 15.0
+    body_read_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    # Serving processes on one port; 1 = this process serves, as it always did.
+    workers: int = 1
+    # Set only in worker processes: the supervisor's embedded server, used but never started,
+    # stopped or migrated by them.
+    embedded_dsn: str | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -130,6 +141,23 @@ def _number(raw: str, name: str, kind: type[int] | type[float]) -> float:
     return value
 
 
+def parse_port(raw: str) -> int:
+    port = int(_number(raw, "PORT", int))
+    if port > 65535:
+        raise ConfigError(f"PORT must be between 1 and 65535 (0 = any free port), got {raw!r}")
+    return port
+
+
+def parse_workers(raw: str) -> int:
+    """`WORKERS`: a count of at least 1, or `auto` for one per core."""
+    if raw.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    workers = int(_number(raw, "WORKERS", int))
+    if workers < 1:
+        raise ConfigError(f"WORKERS must be at least 1 or auto, got {raw!r}")
+    return workers
+
+
 def database_dsn_from(env: Mapping[str, str]) -> str | None:
     """A full DSN, or one built from POSTGRES_*; None when no server is configured at all."""
     uri = env.get("SQLALCHEMY_ASYNC_DATABASE_URI", "").strip()
@@ -190,7 +218,7 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         hash_algorithm=env.get("HASH_ALGORITHM", "HS256"),
         debug=_bool(env.get("DEBUG", "false"), "DEBUG"),
         host=env.get("HOST", "0.0.0.0"),
-        port=int(_number(env.get("PORT", "8000"), "PORT", int)),
+        port=parse_port(env.get("PORT", "8000")),
         router_ws_url=env.get("ROUTER_WS_URL", "ws://genai-router:8080/ws"),
         master_be_api_key=env.get("MASTER_BE_API_KEY", "") or DEFAULT_MASTER_BE_API_KEY,
         master_agent_api_key=env.get("MASTER_AGENT_API_KEY", "") or DEFAULT_MASTER_AGENT_API_KEY,
@@ -205,6 +233,10 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         urls_allow_private=_bool(env.get("URL_ALLOW_PRIVATE", "true"), "URL_ALLOW_PRIVATE"),
         urls_allow_hosts=allow_hosts,
         db_pool_max=int(_number(env.get("DB_POOL_SIZE", "10"), "DB_POOL_SIZE", int)) or 10,
+        header_read_timeout=_number(env.get("HEADER_READ_TIMEOUT", "15"), "HEADER_READ_TIMEOUT", float),
+        body_read_timeout=_number(env.get("BODY_READ_TIMEOUT", "60"), "BODY_READ_TIMEOUT", float),
+        keepalive_timeout=_number(env.get("KEEPALIVE_TIMEOUT", "75"), "KEEPALIVE_TIMEOUT", float),
+        workers=parse_workers(env.get("WORKERS", "1") or "1"),
     )
     if settings.hash_algorithm != "HS256":
         raise ConfigError("HASH_ALGORITHM: only HS256 is supported (the router and agents expect it)")

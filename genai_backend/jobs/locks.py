@@ -12,6 +12,7 @@ from genai_backend.db import queries
 REFRESH_LOCK = 0x67656E6169_01
 RETENTION_LOCK = 0x67656E6169_02
 PRUNE_LOCK = 0x67656E6169_03
+ORPHAN_SWEEP_LOCK = 0x67656E6169_04
 
 
 @asynccontextmanager
