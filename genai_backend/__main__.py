@@ -66,10 +66,10 @@ def _serve(settings: Settings) -> None:
 ROLLBACK_ALL = "all"
 
 
-def _rollback_count(raw: str) -> int | None:
-    """`--rollback N` (N >= 1) or `--rollback all`; None means all."""
+def _rollback_count(raw: str) -> int | str:
+    """`--rollback N` (N >= 1) or `--rollback all`."""
     if raw.strip().lower() == ROLLBACK_ALL:
-        return None
+        return ROLLBACK_ALL
     try:
         count = int(raw)
     except ValueError:
@@ -87,8 +87,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     from genai_backend.migrations import RollbackRefused, rollback_migrations
 
     rolling_back = args.rollback is not None
-    count: int | None = args.rollback if rolling_back else None
-    everything = rolling_back and count is None
+    everything = args.rollback == ROLLBACK_ALL
+    count: int | None = None if everything else args.rollback
     if everything and not args.yes:
         raise ConfigError(f"--rollback {ROLLBACK_ALL} drops every table and all data; add --yes to confirm")
     # join: a running service keeps its embedded server, and this command never stops it.
