@@ -309,6 +309,8 @@ async def sweep_orphans(store: FileStore, pool: asyncpg.Pool, grace: float = ORP
 
 
 FILES = web.AppKey("files", FileStore)
+# The start-up sweep, for whoever must know it has finished (tests).
+SWEEP = web.AppKey("orphan sweep", asyncio.Task)
 
 
 async def _sweep_at_startup(store: FileStore, pool: asyncpg.Pool) -> None:
@@ -328,7 +330,7 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
     except OSError as exc:
         log.error("cannot create the files directory %s: %s", settings.files_dir, exc)
     app[FILES] = store
-    sweep = asyncio.create_task(_sweep_at_startup(store, app[POOL]), name="orphaned upload sweep")
+    app[SWEEP] = sweep = asyncio.create_task(_sweep_at_startup(store, app[POOL]), name="orphaned upload sweep")
     try:
         yield
     finally:
