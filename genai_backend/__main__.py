@@ -44,19 +44,17 @@ async def _freeze_heap(app: object) -> None:
     gc.freeze()
 
 
-def _prepare_process(debug: bool) -> None:
-    """What every serving process does first (this one, or each spawned worker)."""
+def prepare_process(debug: bool) -> None:
+    """What every serving process does first: this one, and each spawned worker (workers.py)."""
     _setup_logging(debug)
     _limit_malloc_arenas()
 
 
 def _serve(settings: Settings) -> None:
     if settings.workers > 1:
-        from functools import partial
-
         from genai_backend.workers import supervise
 
-        supervise(settings, partial(_prepare_process, settings.debug))
+        supervise(settings)
         return
     from genai_backend.server import serve
 
@@ -139,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     for option, variable in (("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
         if getattr(args, option, None) is not None:
             environ[variable] = str(getattr(args, option))
-    _prepare_process(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"})
+    prepare_process(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"})
     try:
         settings = from_env(environ)
         _run(args, settings)

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
@@ -49,8 +48,7 @@ def _die_with_parent() -> None:
         return
 
 
-def _worker_main(settings: Settings, index: int, ready: Connection, prepare: Callable[[], None],
-                 parent: int) -> None:
+def _worker_main(settings: Settings, index: int, ready: Connection, parent: int) -> None:
     """The entry point of a spawned worker: a fresh interpreter, no event loop inherited."""
     # Its own process group: a terminal's Ctrl-C reaches the supervisor alone, which then stops
     # the workers in order (and their bcrypt processes, in this group too, see no SIGINT).
@@ -58,8 +56,11 @@ def _worker_main(settings: Settings, index: int, ready: Connection, prepare: Cal
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         return
-    prepare()
+    # By its module name: pickling a function of `python -m genai_backend`'s __main__ cannot work.
+    from genai_backend.__main__ import prepare_process
     from genai_backend.server import serve
+
+    prepare_process(settings.debug)
 
     def on_ready(url: str) -> None:
         log.debug("worker %d (pid %d) serving on %s", index, os.getpid(), url)
@@ -73,6 +74,22 @@ def _worker_main(settings: Settings, index: int, ready: Connection, prepare: Cal
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    finally:
+        _shut_process_pools()
+
+
+def _shut_process_pools() -> None:
+    """Stop this worker's process pools (the bcrypt hashers) before multiprocessing's exit path.
+
+    A multiprocessing child joins its own child processes before the interpreter's exit hooks
+    run, and the hook that tells a ProcessPoolExecutor's processes to finish is one of those
+    hooks: left to the normal order, the worker waits for its hashers and they wait for work.
+    """
+    from concurrent.futures import process
+
+    exit_hook = getattr(process, "_python_exit", None)
+    if callable(exit_hook):
+        exit_hook()
 
 
 def _probe_port(host: str, port: int) -> int:
@@ -92,9 +109,8 @@ def _probe_port(host: str, port: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, prepare: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.prepare = prepare
         self.slots = [_Slot(i) for i in range(1, settings.workers + 1)]
         self.stopping = False
         self._context = multiprocessing.get_context("spawn")
@@ -119,7 +135,7 @@ class Supervisor:
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker_main, name=f"genai-backend worker {slot.index}",
-            args=(worker_settings, slot.index, send, self.prepare, os.getpid()))
+            args=(worker_settings, slot.index, send, os.getpid()))
         process.start()
         send.close()
         slot.process, slot.ready, slot.started_at, slot.restart_at = process, receive, time.monotonic(), None
@@ -258,6 +274,6 @@ class Supervisor:
             log.info("stopped")
 
 
-def supervise(settings: Settings, prepare: Callable[[], None]) -> None:
-    """Run `settings.workers` serving processes until SIGINT or SIGTERM; `prepare()` runs first in each."""
-    Supervisor(settings, prepare).run()
+def supervise(settings: Settings) -> None:
+    """Run `settings.workers` serving processes until SIGINT or SIGTERM."""
+    Supervisor(settings).run()
