@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from contextlib import suppress
@@ -11,6 +12,7 @@ import aiohttp
 import psutil
 import pytest
 
+from genai_backend.workers import STABLE_AFTER
 from tests.conftest import PASSWORD
 from tests.service_process import Service, postgres_running, running_service, service_env
 
@@ -66,6 +68,20 @@ async def test_two_workers_serve_restart_and_stop_with_the_embedded_database(tmp
                 async with aiohttp.ClientSession() as fresh, fresh.get(f"{service.url}/ready") as resp:
                     assert resp.status == 200
             assert "died after" in service.log() and "restarted" in service.log()
+
+            # A replacement that dies at once is restarted after a back-off, not in a tight loop.
+            second = {p.pid for p in _workers(service)}
+            replacement = psutil.Process(next(iter(second - first)))
+            orphans += replacement.children(recursive=True)
+            replacement.kill()
+            await _wait_for(lambda: len(_workers(service)) == 2 and {p.pid for p in _workers(service)} != second,
+                            "the replacement was not replaced")
+            deaths = re.findall(r"died after ([0-9.]+) s \(signal SIGKILL\); restarting it( in [0-9.]+ s)?",
+                                service.log())
+            assert len(deaths) == 2, service.log()
+            lived, delay = float(deaths[1][0]), deaths[1][1]
+            # Whether it counts as "at once" depends on how long this machine took to start it.
+            assert bool(delay) == (lived < STABLE_AFTER), deaths
 
         everyone = [supervisor, *supervisor.children(recursive=True)]
         assert service.stop(signal.SIGTERM) == 0
