@@ -139,6 +139,10 @@ class GuardedRequestHandler(RequestHandler):
             self._body_timer = self._loop.call_later(deadline - now, self._check_body)
             return
         self._body = None
+        if self._current_request is None:
+            # The handler is done and aiohttp is reading the rest away: nobody to answer, just close.
+            self.force_close()
+            return
         limit = self._read_timeouts.body
         payload.set_exception(BodyReadTimeout(f"Request body read timed out: no data for {limit:g} s"))
         # Marked complete, so aiohttp does not linger reading it; closed after the 408.

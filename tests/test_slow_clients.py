@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -135,3 +136,17 @@ async def test_idle_websocket_outlives_both_timeouts(served: tuple[str, int]) ->
             reply = await ws.receive(timeout=10)
             assert reply.type == aiohttp.WSMsgType.TEXT, reply
             assert "error" in orjson.loads(reply.data)
+
+
+async def test_stalled_body_nobody_reads_is_closed_without_an_error_log(
+        served: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
+    reader, writer = await asyncio.open_connection(*served)
+    try:
+        # Refused before the body is read (no credentials); the body then stalls.
+        writer.write(b"POST /api/agents/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"name\": ")
+        answer = await _read_until_closed(reader)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
