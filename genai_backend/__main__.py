@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from genai_backend.config import ConfigError, Settings, from_env
 
@@ -50,15 +51,20 @@ def prepare_process(debug: bool) -> None:
     _limit_malloc_arenas()
 
 
+def serve_process(settings: Settings, reuse_port: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve from this process: the single process of --workers 1, or one worker (workers.py)."""
+    from genai_backend.server import serve
+
+    serve(settings, reuse_port=reuse_port, on_ready=on_ready, startup_hooks=[_freeze_heap])
+
+
 def _serve(settings: Settings) -> None:
     if settings.workers > 1:
         from genai_backend.workers import supervise
 
         supervise(settings)
-        return
-    from genai_backend.server import serve
-
-    serve(settings, startup_hooks=[_freeze_heap])
+    else:
+        serve_process(settings)
 
 
 ROLLBACK_ALL = "all"

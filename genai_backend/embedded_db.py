@@ -59,11 +59,11 @@ class EmbeddedPostgres:
             log.info("using the embedded PostgreSQL of the running process%s", f" {holder}" if holder else "")
         try:
             return self._open()
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             # pgserver has logged the command's output; one line is enough here.
             self._release()
-            raise ConfigError(f"the embedded PostgreSQL in {self.pgdata} did not start ({type(exc).__name__}); "
-                              f"see the lines above and {self.pgdata / 'log'}") from None
+            raise ConfigError(f"the embedded PostgreSQL in {self.pgdata} did not start ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}); see the lines above and {self.pgdata / 'log'}") from None
         except BaseException:
             self._release()
             raise

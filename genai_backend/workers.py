@@ -57,8 +57,7 @@ def _worker_main(settings: Settings, index: int, ready: Connection, parent: int)
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         return
     # By its module name: pickling a function of `python -m genai_backend`'s __main__ cannot work.
-    from genai_backend.__main__ import prepare_process
-    from genai_backend.server import serve
+    from genai_backend.__main__ import prepare_process, serve_process
 
     prepare_process(settings.debug)
 
@@ -68,7 +67,7 @@ def _worker_main(settings: Settings, index: int, ready: Connection, parent: int)
         ready.close()
 
     try:
-        serve(settings, reuse_port=True, on_ready=on_ready)
+        serve_process(settings, reuse_port=True, on_ready=on_ready)
     except ConfigError as exc:
         log.error("worker %d: %s", index, exc)
         raise SystemExit(2) from None
@@ -187,10 +186,7 @@ class Supervisor:
     def _stop_all(self) -> None:
         alive = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
         for process in alive:
-            try:
-                os.kill(process.pid or 0, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            process.terminate()  # SIGTERM: the worker's graceful shutdown
         deadline = time.monotonic() + STOP_TIMEOUT
         for process in alive:
             process.join(max(0.0, deadline - time.monotonic()))

@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +24,21 @@ _SERVING = re.compile(r"serving on (http://\S+)")
 # Variables of the developer's shell or `.env` that would point the process elsewhere.
 _FOREIGN = ("SECRET_KEY", "MASTER_BE_API_KEY", "MASTER_AGENT_API_KEY", "POSTGRES_HOST", "SQLALCHEMY_ASYNC_DATABASE_URI",
             "PORT", "HOST", "WORKERS", "GENAI_DATA_DIR", "DEFAULT_FILES_FOLDER_NAME", "HEADER_READ_TIMEOUT", "BODY_READ_TIMEOUT")
+
+
+@contextmanager
+def scratch_dir(prefix: str = "genai-test-proc-") -> Iterator[Path]:
+    """A directory for an embedded server, outside pytest's tmp_path.
+
+    pg_ctl runs as the unprivileged `pgserver` user when we are root, and every pytest start
+    (another run on this machine included) resets its base directory to 0700, which locks
+    that user out of a data directory below it half-way through a test.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def service_env(tmp: Path, **overrides: str) -> dict[str, str]:

@@ -15,7 +15,15 @@ from genai_backend.embedded_db import EmbeddedInUse, EmbeddedPostgres
 from genai_backend.migrations import apply_migrations
 from tests.conftest import PASSWORD
 from tests.pg import throwaway_database
-from tests.service_process import external_env, postgres_running, run_cli, running_service, service_env
+from tests.service_process import external_env, postgres_running, run_cli, running_service, scratch_dir, service_env
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """For an embedded server: outside pytest's tmp_path (see service_process.scratch_dir)."""
+    with scratch_dir() as path:
+        yield path
+
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -42,9 +50,9 @@ def _tables(dsn: str) -> set[str]:
         return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
 
 
-async def test_second_process_on_running_embedded_data_dir_leaves_it_running(tmp_path: Path) -> None:
-    env = service_env(tmp_path)
-    with running_service(env, tmp_path / "first.log") as first:
+async def test_second_process_on_running_embedded_data_dir_leaves_it_running(scratch: Path) -> None:
+    env = service_env(scratch)
+    with running_service(env, scratch / "first.log") as first:
         # A second service on the same data directory refuses, in one line, and stops nothing.
         second = await asyncio.to_thread(run_cli, [], env)
         assert second.returncode == 2, second.stderr
@@ -58,36 +66,36 @@ async def test_second_process_on_running_embedded_data_dir_leaves_it_running(tmp
         assert await _ready(first.url) == 200
         assert await _register(first.url, "still_here") == 200
         assert first.stop() == 0
-    assert not postgres_running(tmp_path / "data" / "pgdata")
+    assert not postgres_running(scratch / "data" / "pgdata")
 
 
-def test_embedded_server_has_one_owner_and_a_guest_never_stops_it(tmp_path: Path) -> None:
-    owner = EmbeddedPostgres(tmp_path / "pgdata")
+def test_embedded_server_has_one_owner_and_a_guest_never_stops_it(scratch: Path) -> None:
+    owner = EmbeddedPostgres(scratch / "pgdata")
     dsn = owner.start()
     try:
         with pytest.raises(EmbeddedInUse):
-            EmbeddedPostgres(tmp_path / "pgdata").start()
-        guest = EmbeddedPostgres(tmp_path / "pgdata")
+            EmbeddedPostgres(scratch / "pgdata").start()
+        guest = EmbeddedPostgres(scratch / "pgdata")
         assert guest.start(join=True) == dsn
         assert not guest.owner
         guest.stop()
-        assert postgres_running(tmp_path / "pgdata")
+        assert postgres_running(scratch / "pgdata")
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         owner.stop()
-    assert not postgres_running(tmp_path / "pgdata")
+    assert not postgres_running(scratch / "pgdata")
 
 
-def test_server_left_by_a_dead_owner_is_adopted_and_stopped(tmp_path: Path) -> None:
-    first = EmbeddedPostgres(tmp_path / "pgdata")
+def test_server_left_by_a_dead_owner_is_adopted_and_stopped(scratch: Path) -> None:
+    first = EmbeddedPostgres(scratch / "pgdata")
     first.start()
     first._release()  # what the kernel does when the owner is killed: the lock goes, the server stays
-    adopter = EmbeddedPostgres(tmp_path / "pgdata")
+    adopter = EmbeddedPostgres(scratch / "pgdata")
     adopter.start()
     assert adopter.owner
     adopter.stop()
-    assert not postgres_running(tmp_path / "pgdata")
+    assert not postgres_running(scratch / "pgdata")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import asyncio
 import re
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -14,7 +15,15 @@ import pytest
 
 from genai_backend.workers import STABLE_AFTER
 from tests.conftest import PASSWORD
-from tests.service_process import Service, postgres_running, running_service, service_env
+from tests.service_process import Service, postgres_running, running_service, scratch_dir, service_env
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """For an embedded server: outside pytest's tmp_path (see service_process.scratch_dir)."""
+    with scratch_dir() as path:
+        yield path
+
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,10 +48,10 @@ async def _wait_for(condition: object, what: str, timeout: float = 90) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_two_workers_serve_restart_and_stop_with_the_embedded_database(tmp_path: Path) -> None:
-    env = service_env(tmp_path, WORKERS="2")
-    pgdata = tmp_path / "data" / "pgdata"
-    with running_service(env, tmp_path / "service.log") as service:
+async def test_two_workers_serve_restart_and_stop_with_the_embedded_database(scratch: Path) -> None:
+    env = service_env(scratch, WORKERS="2")
+    pgdata = scratch / "data" / "pgdata"
+    with running_service(env, scratch / "service.log") as service:
         supervisor = psutil.Process(service.process.pid)
         # The supervisor itself does not serve.
         assert not [c for c in supervisor.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
