@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import gc
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from genai_backend.config import ConfigError, Settings, from_env
 
@@ -46,71 +46,114 @@ async def _freeze_heap(app: object) -> None:
     gc.freeze()
 
 
+def prepare_process(debug: bool, log_format: str = "") -> None:
+    """What every serving process does first: this one, and each spawned worker (workers.py)."""
+    _setup_logging(debug, log_format)
+    _limit_malloc_arenas()
+
+
+def serve_process(settings: Settings, reuse_port: bool = False, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve from this process: the single process of --workers 1, or one worker (workers.py)."""
+    from genai_backend.server import serve
+
+    serve(settings, reuse_port=reuse_port, on_ready=on_ready, startup_hooks=[_freeze_heap])
+
+
 def _serve(settings: Settings) -> None:
-    from aiohttp import web
+    if settings.workers > 1:
+        from genai_backend.workers import supervise
 
-    from genai_backend.app import create_app
+        supervise(settings)
+    else:
+        serve_process(settings)
 
+
+ROLLBACK_ALL = "all"
+
+
+def _rollback_count(raw: str) -> int | str:
+    """`--rollback N` (N >= 1) or `--rollback all`."""
+    if raw.strip().lower() == ROLLBACK_ALL:
+        return ROLLBACK_ALL
     try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-    log.info("serving on http://%s:%s (docs at /docs)", settings.host, settings.port)
-    # run_app owns the loop from here and closes it.
-    app = create_app(settings)
-    app.on_startup.append(_freeze_heap)
-    web.run_app(app, host=settings.host, port=settings.port, loop=loop,
-                shutdown_timeout=10, print=None, access_log=None)
+        count = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of migrations or '{ROLLBACK_ALL}', got {raw!r}") from None
+    if count < 1:
+        # 0 used to mean "all": a typo away from dropping every table.
+        raise argparse.ArgumentTypeError(f"{count} is not a number of migrations; to roll back every migration "
+                                         f"(dropping every table and all data) write --rollback {ROLLBACK_ALL} --yes")
+    return count
 
 
-def _migrate(settings: Settings, rollback: int | None) -> None:
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    from genai_backend.db import migrate_or_explain
     from genai_backend.embedded_db import EmbeddedPostgres
-    from genai_backend.migrations import apply_migrations, rollback_migrations
+    from genai_backend.migrations import RollbackRefused, rollback_migrations
 
+    rolling_back = args.rollback is not None
+    everything = args.rollback == ROLLBACK_ALL
+    count: int | None = None if everything else args.rollback
+    if everything and not args.yes:
+        raise ConfigError(f"--rollback {ROLLBACK_ALL} drops every table and all data; add --yes to confirm")
+    # join: a running service keeps its embedded server, and this command never stops it.
     embedded = EmbeddedPostgres(settings.pgdata) if settings.database_dsn is None else None
-    dsn = embedded.start() if embedded is not None else settings.database_dsn
+    dsn = embedded.start(join=True) if embedded is not None else settings.database_dsn
     assert dsn is not None
     try:
-        if rollback is not None:
-            done = rollback_migrations(dsn, rollback or None)
+        if rolling_back:
+            try:
+                done = rollback_migrations(dsn, count, allow_all=everything)
+            except RollbackRefused as exc:
+                raise ConfigError(f"{exc}; to do that, write --rollback {ROLLBACK_ALL} --yes") from None
             print("rolled back:", ", ".join(done) or "nothing")
         else:
-            done = apply_migrations(dsn)
+            done = migrate_or_explain(dsn)
             print("applied:", ", ".join(done) or "nothing (up to date)")
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
+    """The command line; a new subcommand is one `sub.add_parser` here and one branch in `_run`."""
     parser = argparse.ArgumentParser(prog="genai-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the service (default)")
     for p in (parser, serve):
         p.add_argument("--host", help="listen address (env HOST, default 0.0.0.0)")
-        p.add_argument("--port", type=int, help="listen port (env PORT, default 8000)")
+        p.add_argument("--port", help="listen port (env PORT, default 8000; 0 = any free port)")
+        p.add_argument("--workers", help="serving processes on the port (env WORKERS, default 1; auto = one per core)")
     migrate = sub.add_parser("migrate", help="apply pending migrations and exit")
-    migrate.add_argument("--rollback", type=int, metavar="N", help="roll back the last N migrations (0 = all)")
-    args = parser.parse_args(argv)
+    migrate.add_argument("--rollback", type=_rollback_count, metavar="N|all",
+                         help=f"roll back the last N migrations, or every one with '{ROLLBACK_ALL}' (needs --yes)")
+    migrate.add_argument("--yes", action="store_true", help=f"confirm --rollback {ROLLBACK_ALL}")
+    return parser
 
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "migrate":
+        _migrate(settings, args)
+    else:
+        _serve(settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     environ = dict(os.environ)
-    if getattr(args, "host", None):
-        environ["HOST"] = args.host
-    if getattr(args, "port", None):
-        environ["PORT"] = str(args.port)
-    _setup_logging(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}, environ.get("LOG_FORMAT", ""))
-    _limit_malloc_arenas()
+    for option, variable in (("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
+        if getattr(args, option, None) is not None:
+            environ[variable] = str(getattr(args, option))
+    prepare_process(environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}, environ.get("LOG_FORMAT", ""))
     try:
         settings = from_env(environ)
-        if args.command == "migrate":
-            _migrate(settings, args.rollback)
-        else:
-            _serve(settings)
+        _run(args, settings)
     except ConfigError as exc:
         print(f"genai-backend: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers were installed (imports, configuration): no traceback.
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,17 @@ class Settings:
     # The standard OTEL_* variables; tracing is on when they name an OTLP endpoint.
     otel: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Slow clients (seconds; 0 = no limit): a request head must be complete this long after its
+    # first byte (or after the connection opened), a body may pause this long between bytes, and
+    # an idle keep-alive connection is closed after keepalive_timeout.
+    header_read_timeout: float = 15.0
+    body_read_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    # Serving processes on one port; 1 = this process serves, as it always did.
+    workers: int = 1
+    # Set only in worker processes: the supervisor's embedded server, used but never started,
+    # stopped or migrated by them.
+    embedded_dsn: str | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -146,6 +157,23 @@ def _number(raw: str, name: str, kind: type[int] | type[float]) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+def parse_port(raw: str) -> int:
+    port = int(_number(raw, "PORT", int))
+    if port > 65535:
+        raise ConfigError(f"PORT must be between 1 and 65535 (0 = any free port), got {raw!r}")
+    return port
+
+
+def parse_workers(raw: str) -> int:
+    """`WORKERS`: a count of at least 1, or `auto` for one per core."""
+    if raw.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    workers = int(_number(raw, "WORKERS", int))
+    if workers < 1:
+        raise ConfigError(f"WORKERS must be at least 1 or auto, got {raw!r}")
+    return workers
 
 
 def database_dsn_from(env: Mapping[str, str]) -> str | None:
@@ -224,7 +252,7 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         hash_algorithm=env.get("HASH_ALGORITHM", "HS256"),
         debug=_bool(env.get("DEBUG", "false"), "DEBUG"),
         host=env.get("HOST", "0.0.0.0"),
-        port=int(_number(env.get("PORT", "8000"), "PORT", int)),
+        port=parse_port(env.get("PORT", "8000")),
         router_ws_url=env.get("ROUTER_WS_URL", "ws://genai-router:8080/ws"),
         master_be_api_key=env.get("MASTER_BE_API_KEY", "") or DEFAULT_MASTER_BE_API_KEY,
         master_agent_api_key=env.get("MASTER_AGENT_API_KEY", "") or DEFAULT_MASTER_AGENT_API_KEY,
@@ -243,6 +271,10 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
         metrics_token=env.get("METRICS_TOKEN", "") or None,
         otel={key: value for key, value in env.items() if key.startswith("OTEL_")},
         **_limits(env),
+        header_read_timeout=_number(env.get("HEADER_READ_TIMEOUT", "15"), "HEADER_READ_TIMEOUT", float),
+        body_read_timeout=_number(env.get("BODY_READ_TIMEOUT", "60"), "BODY_READ_TIMEOUT", float),
+        keepalive_timeout=_number(env.get("KEEPALIVE_TIMEOUT", "75"), "KEEPALIVE_TIMEOUT", float),
+        workers=parse_workers(env.get("WORKERS", "1") or "1"),
     )
     if settings.hash_algorithm != "HS256":
         raise ConfigError("HASH_ALGORITHM: only HS256 is supported (the router and agents expect it)")

@@ -123,26 +123,46 @@ def _describe(dsn: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
 
 
+def log_embedded(pgdata: Path) -> None:
+    log.info("embedded PostgreSQL running; data lives in %s", pgdata)
+    log.info("to use your own PostgreSQL instead, set POSTGRES_HOST (+ POSTGRES_USER, POSTGRES_PASSWORD, "
+             "POSTGRES_DB, POSTGRES_PORT) or SQLALCHEMY_ASYNC_DATABASE_URI, and SECRET_KEY")
+
+
+def migrate_or_explain(dsn: str) -> list[str]:
+    """Apply pending migrations; a server that cannot be reached is a one-line ConfigError."""
+    import psycopg
+
+    from genai_backend.migrations import apply_migrations
+
+    try:
+        applied = apply_migrations(dsn)
+    except psycopg.OperationalError as exc:
+        # libpq's text spans lines ("... failed: Connection refused\n\tIs the server running ...").
+        raise ConfigError(f"cannot connect to PostgreSQL at {_describe(dsn)}: {' '.join(str(exc).split())}") from None
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     from genai_backend.embedded_db import EmbeddedPostgres
-    from genai_backend.migrations import apply_migrations
 
     embedded: EmbeddedPostgres | None = None
-    if settings.database_dsn is None:
+    if settings.embedded_dsn is not None:
+        # A worker: the supervisor owns the embedded server and has migrated it.
+        dsn = settings.embedded_dsn
+    elif settings.database_dsn is None:
         embedded = EmbeddedPostgres(settings.pgdata)
         dsn = await asyncio.to_thread(embedded.start)
-        log.info("embedded PostgreSQL running; data lives in %s", settings.pgdata)
-        log.info("to use your own PostgreSQL instead, set POSTGRES_HOST (+ POSTGRES_USER, POSTGRES_PASSWORD, "
-                 "POSTGRES_DB, POSTGRES_PORT) or SQLALCHEMY_ASYNC_DATABASE_URI, and SECRET_KEY")
+        log_embedded(settings.pgdata)
     else:
         dsn = settings.database_dsn
         log.info("using PostgreSQL at %s", _describe(dsn))
     try:
-        if settings.apply_migrations:
-            applied = await asyncio.to_thread(apply_migrations, dsn)
-            if applied:
-                log.info("applied migrations: %s", ", ".join(applied))
+        if settings.apply_migrations and settings.embedded_dsn is None:
+            await asyncio.to_thread(migrate_or_explain, dsn)
         try:
             pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max, settings.metrics_enabled)
         except socket.gaierror as exc:

@@ -22,6 +22,7 @@ REFERENCE_REVISION = "8403bb364491"
 
 # pg_advisory_lock key ("genai-backend migrations"): held for the whole run on its own connection.
 ADVISORY_LOCK_KEY = 0x67656E6169_01
+CONNECT_TIMEOUT = 10
 
 
 def yoyo_uri(dsn: str) -> str:
@@ -80,7 +81,8 @@ def _exclusive(dsn: str) -> Iterator[None]:
     start would wait and then fail. An advisory lock dies with its connection; holding it, any
     row left in yoyo's table is known to be stale and is cleared.
     """
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # A bounded connect: an unreachable host must be a prompt start-up error, not a two-minute hang.
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         conn.execute("DO $$ BEGIN IF to_regclass('yoyo_lock') IS NOT NULL THEN DELETE FROM yoyo_lock; END IF; END $$")
         yield
@@ -97,13 +99,25 @@ def apply_migrations(dsn: str) -> list[str]:
     return [m.id for m in pending]
 
 
-def rollback_migrations(dsn: str, count: int | None = None) -> list[str]:
-    """Roll back the last `count` applied migrations (all when None); return their ids, newest first."""
+class RollbackRefused(Exception):
+    """A rollback would drop every table and the caller did not allow that."""
+
+
+def rollback_migrations(dsn: str, count: int | None = None, *, allow_all: bool = True) -> list[str]:
+    """Roll back the last `count` applied migrations (all when None); return their ids, newest first.
+
+    With `allow_all=False` (the CLI, unless the operator wrote `--rollback all --yes`), a rollback
+    that would reach the first migration, and so drop every table and all data, is refused
+    before anything is touched, whatever the count.
+    """
     migrations = _migrations()
     with _exclusive(dsn), get_backend(yoyo_uri(dsn)) as backend:
         _repair_bookkeeping(backend)
         applied = backend.to_rollback(migrations)
         chosen = applied if count is None else applied[:count]
+        if chosen and len(chosen) == len(applied) and not allow_all:
+            raise RollbackRefused(f"rolling back {len(chosen)} migration(s) would roll back every migration and "
+                                  "drop every table")
         backend.rollback_migrations(chosen)
     rolled_back = [m.id for m in chosen]
     if rolled_back:

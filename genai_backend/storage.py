@@ -10,16 +10,20 @@ import logging
 import os
 import re
 import select
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+import asyncpg
 from aiohttp import BodyPartReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_fileresponse import NOSENDFILE
 
 from genai_backend.config import SETTINGS
+from genai_backend.db import POOL, queries
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,13 @@ _IOV_MAX = 1024
 _SEND_STALL_MS = 50
 # `Path(name).suffix` as the reference computes it, kept only if it is a plain extension.
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9_+~-]{1,32}$")
+# What `FileStore.receive` names a file; nothing else in the directory is ever swept.
+_OUR_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.[A-Za-z0-9_+~-]{1,32})?$")
+# An upload is written under its final name and gets its row right after its last write, so a
+# file without a row whose last write is this old is left over from a killed process. An upload
+# in progress writes at least every BODY_READ_TIMEOUT seconds, far below this.
+ORPHAN_GRACE = 3600.0
+_SWEEP_BATCH = 1000
 
 
 class TooLarge(Exception):
@@ -251,11 +262,67 @@ def _send_file(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
     return sent
 
 
+def _stale_names(directory: Path, grace: float) -> list[str]:
+    cutoff = time.time() - grace
+    names: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    if (_OUR_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+                            and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                        names.append(entry.name)
+    except OSError:
+        return []
+    return names
+
+
+def _unlink_all(directory: Path, names: list[str]) -> int:
+    removed = 0
+    for name in names:
+        with suppress(FileNotFoundError):
+            (directory / name).unlink()
+            removed += 1
+    return removed
+
+
+async def sweep_orphans(store: FileStore, pool: asyncpg.Pool, grace: float = ORPHAN_GRACE) -> int:
+    """Delete uploads older than `grace` that no `files` row names (left by a kill -9); returns how many."""
+    from genai_backend.jobs.locks import ORPHAN_SWEEP_LOCK, job_lock
+
+    candidates = await asyncio.to_thread(_stale_names, store.directory, grace)
+    if not candidates:
+        return 0
+    async with job_lock(pool, ORPHAN_SWEEP_LOCK) as mine:
+        if not mine:
+            return 0  # another process of this service is sweeping the same directory
+        orphans: list[str] = []
+        for start in range(0, len(candidates), _SWEEP_BATCH):
+            batch = candidates[start:start + _SWEEP_BATCH]
+            known = {row["internal_name"] async for row in queries.list_file_internal_names(pool, names=batch)}
+            orphans.extend(name for name in batch if name not in known)
+        removed = await asyncio.to_thread(_unlink_all, store.directory, orphans)
+    if removed:
+        log.info("removed %d uploaded file(s) without a database row, older than %g s, from %s",
+                 removed, grace, store.directory)
+    return removed
+
+
 FILES = web.AppKey("files", FileStore)
+# The start-up sweep, for whoever must know it has finished (tests).
+SWEEP = web.AppKey("orphan sweep", asyncio.Task)
+
+
+async def _sweep_at_startup(store: FileStore, pool: asyncpg.Pool) -> None:
+    try:
+        await sweep_orphans(store, pool)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("sweep of orphaned uploads in %s failed: %s", store.directory, exc)
 
 
 async def files_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Create the files directory at start-up; a failure is logged, uploads then answer 500."""
+    """Create the files directory at start-up and sweep it in the background; a failure is logged,
+    uploads then answer 500."""
     settings = app[SETTINGS]
     store = FileStore(settings.files_dir, settings.max_upload_bytes)
     try:
@@ -263,4 +330,10 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
     except OSError as exc:
         log.error("cannot create the files directory %s: %s", settings.files_dir, exc)
     app[FILES] = store
-    yield
+    app[SWEEP] = sweep = asyncio.create_task(_sweep_at_startup(store, app[POOL]), name="orphaned upload sweep")
+    try:
+        yield
+    finally:
+        sweep.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweep

@@ -20,3 +20,7 @@ SELECT id, session_id, request_id, original_name, mimetype, internal_id, interna
 FROM files WHERE creator_id = :creator_id
 ORDER BY created_at DESC, id
 OFFSET :offset LIMIT :limit;
+
+-- name: list_file_internal_names(names)
+-- Which of these names on disk have a row (the start-up sweep of orphaned uploads).
+SELECT internal_name FROM files WHERE internal_name = ANY(:names::text[]);
