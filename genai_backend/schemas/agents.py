@@ -10,6 +10,7 @@ from genai_backend.errors import BadRequestError
 from genai_backend.naming import check_name_length
 from genai_backend.schemas import Timestamp
 from genai_backend.validation import (
+    Bool,
     Enum,
     FieldError,
     Int,
@@ -90,6 +91,10 @@ class AgentListQuerySchema(RequestSchema):
     limit = Int(ge=0, load_default=100)
     name = Str()
     description = Str()
+
+
+class FrontendQuerySchema(RequestSchema):
+    is_active = Bool(metadata={"description": "true/True/1: only connected agents; false: only the others"})
 
 
 AGENT_TYPES = ("genai", "mcp", "a2a", "all")
