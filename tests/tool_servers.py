@@ -260,8 +260,8 @@ class _AiohttpServer(_Restartable):
 class CardServer(_AiohttpServer):
     """Serves `card` as an A2A agent card; `mode` (changeable while running) picks the behaviour:
 
-    `agent.json` (classic path), `agent-card.json` (only the newer path; the classic one is 404),
-    `500`, `invalid-json`, `redirect` (302 from the classic path to `redirect_to`; any other
+    `agent.json` (only the classic path; the newer one is 404), `agent-card.json` (only the newer
+    path), `500`, `invalid-json`, `redirect` (302 from both card paths to `redirect_to`; any other
     `/.well-known/` name serves the card).
     Paths requested are recorded in `requests`.
     """
@@ -280,7 +280,7 @@ class CardServer(_AiohttpServer):
         if self.mode == "500":
             return web.Response(status=500, text="Internal Server Error")
         if self.mode == "redirect":
-            if name == "agent.json":
+            if name in ("agent.json", "agent-card.json"):
                 raise web.HTTPFound(self.redirect_to)
         elif name != ("agent-card.json" if self.mode == "agent-card.json" else "agent.json"):
             return web.json_response({"detail": "Not Found"}, status=404)

@@ -113,6 +113,7 @@ async def _refresh_card_url(pool: asyncpg.Pool, discovery: Discovery, url: str, 
     if card is None:
         rows = queries.deactivate_a2a_cards_by_url(pool, server_url=url)
     else:
-        rows = queries.refresh_a2a_cards_by_url(pool, server_url=url, description=card["description"],
-                                                card_content=card["card_content"])
+        rows = queries.refresh_a2a_cards_by_url(
+            pool, server_url=url, description=card["description"], card_content=card["card_content"],
+            endpoint_url=card["endpoint_url"], protocol_version=card["protocol_version"], transport=card["transport"])
     return card is not None, {row["creator_id"] async for row in rows}
