@@ -4,8 +4,11 @@ ALTER TABLE a2acards ADD COLUMN IF NOT EXISTS endpoint_url character varying;
 ALTER TABLE a2acards ADD COLUMN IF NOT EXISTS protocol_version character varying;
 ALTER TABLE a2acards ADD COLUMN IF NOT EXISTS transport character varying;
 
--- Ciphertext (auth/secrets.py format) of a JSON object of header names to values.
+-- Ciphertext (auth/secrets.py format) of a JSON object of header names to values; the names alone
+-- in clear, so listings can show them masked without decrypting; why the last lookup failed.
 ALTER TABLE mcpservers ADD COLUMN IF NOT EXISTS headers character varying;
+ALTER TABLE mcpservers ADD COLUMN IF NOT EXISTS header_names json;
+ALTER TABLE mcpservers ADD COLUMN IF NOT EXISTS unavailable_reason character varying;
 
 -- Fingerprint of the key that encrypted the row's secret; null: unknown (written by the reference,
 -- or before this migration, or by code that does not know it), found by trying the configured keys.

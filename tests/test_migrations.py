@@ -138,7 +138,7 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
     "mcpservers": {"id": ("uuid", False), "name": (VC, True), "description": (VC, True),
                    "server_url": (VC, False), "creator_id": ("uuid", True), "is_active": ("bool", False),
                    "created_at": (TS, False), "updated_at": (TS, False), "headers": (VC, True),
-                   "secret_key_id": (VC, True)},
+                   "header_names": ("json", True), "unavailable_reason": (VC, True), "secret_key_id": (VC, True)},
     "mcptools": {"id": ("uuid", False), "name": (VC, False), "description": (VC, True),
                  "inputSchema": ("json", False), "annotations": ("json", True), "alias": (VC, True),
                  "mcp_server_id": ("uuid", True), "created_at": (TS, False), "updated_at": (TS, False)},
@@ -431,7 +431,8 @@ def _insert_sample_rows(dsn: str) -> uuid.UUID:
 
 
 # Columns later migrations add (all null on rows they did not write).
-_ADDED = {"files": ["created_at"], "modelproviders": ["secret_key_id"], "mcpservers": ["headers", "secret_key_id"],
+_ADDED = {"files": ["created_at"], "modelproviders": ["secret_key_id"],
+          "mcpservers": ["headers", "header_names", "unavailable_reason", "secret_key_id"],
           "a2acards": ["endpoint_url", "protocol_version", "transport"]}
 
 

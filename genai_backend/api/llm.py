@@ -104,7 +104,7 @@ class ProviderView(web.View):
                 err = api_key_required()
                 raise ValidationFailed([error(err.type, ("body",), err.msg, await self.request.json(), err.ctx)])
             # The front-end sends back the opaque value it was given when the key was not edited (D17).
-            if not await secrets.is_ours(api_key, secret):
+            if not await secrets.is_ours(api_key, self.request.app[SETTINGS].secret_keys):
                 api_key = await secrets.encrypt(api_key, secret)
         row = await queries.update_provider(pool, provider_id=provider["id"], creator_id=self.request[USER_ID],
                                             api_key=api_key, metadata=data["metadata"])

@@ -90,7 +90,7 @@ def bearer_token(request: web.Request) -> str:
 
 async def user_from_token(request: web.Request, token: str, allow_agent: bool) -> uuid.UUID:
     try:
-        claims = tokens.decode(token, request.app[SETTINGS].secret_key)
+        claims = tokens.decode(token, request.app[SETTINGS].secret_keys)
     except tokens.InvalidToken:
         raise UnauthorizedError(TOKEN_INVALID) from None
     pool = request.app[POOL]
@@ -127,7 +127,7 @@ async def _dual(request: web.Request) -> uuid.UUID:
             return uuid.UUID(int=0)
     token = header.rsplit(" ", 1)[-1]
     try:
-        claims = tokens.decode(token, request.app[SETTINGS].secret_key)
+        claims = tokens.decode(token, request.app[SETTINGS].secret_keys)
     except tokens.InvalidToken:
         raise BadRequestError("JWT token is invalid or expired") from None
     if claims.user_id is not None or not await request.app[KNOWN_USERS].exists(request, claims.sub):

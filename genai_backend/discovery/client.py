@@ -32,8 +32,9 @@ class Discovery:
         """Raise UrlRefused early, with a clear reason, when `url`'s host resolves somewhere forbidden."""
         await check_url(url, self.policy)
 
-    async def tools(self, url: str, timeout: float = MCP_TIMEOUT) -> list[McpTool]:
-        return await list_tools(url, policy=self.policy, timeout=timeout)
+    async def tools(self, url: str, timeout: float = MCP_TIMEOUT,
+                    headers: dict[str, str] | None = None) -> list[McpTool]:
+        return await list_tools(url, policy=self.policy, timeout=timeout, headers=headers)
 
     async def card(self, url: str, timeout: float = CARD_TIMEOUT) -> dict[str, Any]:
         return await fetch_card(url, session=self.session, timeout=timeout)
