@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--port", type=int, help="listen port (env PORT, default 8000)")
     migrate = sub.add_parser("migrate", help="apply pending migrations and exit")
     migrate.add_argument("--rollback", type=int, metavar="N", help="roll back the last N migrations (0 = all)")
+    rotate = sub.add_parser("rotate-secrets", help="re-encrypt stored secrets under SECRET_KEY and exit")
+    rotate.add_argument("--batch-size", type=int, default=32, help="rows per transaction (default 32)")
     args = parser.parse_args(argv)
 
     environ = dict(os.environ)
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = from_env(environ)
         if args.command == "migrate":
             _migrate(settings, args.rollback)
+        elif args.command == "rotate-secrets":
+            from genai_backend.auth.rotation import rotate_command
+
+            sys.exit(rotate_command(settings, args.batch_size))
         else:
             _serve(settings)
     except ConfigError as exc:

@@ -21,6 +21,7 @@ from genai_backend.api import (
     ws,
 )
 from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
+from genai_backend.auth.rotation import check_keys_ctx
 from genai_backend.bus.invoke import invoker_ctx
 from genai_backend.bus.session import router_ctx
 from genai_backend.catalogues import CATALOGUES, Catalogues
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> web.Application:
     app[KNOWN_USERS] = KnownUsers()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(database_ctx)
+    # Before anything uses a stored secret: a wrong SECRET_KEY_PREVIOUS stops the start.
+    app.cleanup_ctx.append(check_keys_ctx)
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)

@@ -81,6 +81,15 @@ def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     return ciphertext, salt, nonce, tag
 
 
+def well_formed(token: str) -> bool:
+    """Whether `token` has the format at all (cheap: no scrypt)."""
+    try:
+        _split(token)
+    except InvalidCiphertext:
+        return False
+    return True
+
+
 def decrypt_sync(token: str, secret: str) -> str:
     ciphertext, salt, nonce, tag = _split(token)
     try:
