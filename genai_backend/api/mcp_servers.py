@@ -131,7 +131,10 @@ class McpServersView(web.View):
         if headers is None:
             # Registering a known server again: it is looked up with the headers stored for it.
             stored = await queries.get_mcp_server_headers_by_url(pool, creator_id=creator_id, server_url=url)
-            lookup = await open_headers(stored, self.request.app[SETTINGS].secret_keys) if stored else None
+            try:
+                lookup = await open_headers(stored, self.request.app[SETTINGS].secret_keys)
+            except secrets.InvalidCiphertext:
+                lookup = None  # unreadable (a lost key): as if none were stored; new ones can be given
         else:
             lookup = headers
         tools = await discover(self.request, url, lookup or None)
