@@ -59,3 +59,10 @@ def test_env_files_own_then_parent_environment_wins(tmp_path: Path) -> None:
 def test_bad_numbers_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PORT"):
         from_env({"SECRET_KEY": "k", "PORT": "eighty"}, project_dir=tmp_path)
+
+
+def test_previous_secret_keys_are_listed_after_the_current_one(tmp_path: Path) -> None:
+    settings = from_env({"SECRET_KEY": "new", "SECRET_KEY_PREVIOUS": " old1, ,old2,new,old1 "}, project_dir=tmp_path)
+    assert settings.secret_key_previous == ("old1", "old2")
+    assert settings.secret_keys == ("new", "old1", "old2")
+    assert from_env({"SECRET_KEY": "k"}, project_dir=tmp_path).secret_keys == ("k",)

@@ -105,13 +105,16 @@ async def _pass(pool: asyncpg.Pool, table: str, claim: str, store: str, keys: Se
                 return progressed
             after = rows[-1]["id"]
             # scrypt runs in threads: the whole batch at once uses every core.
-            results = await asyncio.gather(*(_reencrypt(row["secret"], row["secret_key_id"], keys) for row in rows))
-            for row, result in zip(rows, results):
+            opened = await asyncio.gather(*(_open(row["secret"], row["secret_key_id"], keys) for row in rows))
+            stale = [plaintext for plaintext, key in filter(None, opened) if key != keys[0]]
+            fresh = iter(await asyncio.to_thread(secrets.encrypt_many_sync, stale, keys[0]) if stale else [])
+            for row, result in zip(rows, opened):
                 if result is None:
                     skip.append(row["id"])
                     report.unreadable.append(f"{table} {row['id']}")
                     continue
-                new, was_current = result
+                was_current = result[1] == keys[0]
+                new = row["secret"] if was_current else next(fresh)
                 stored = await getattr(queries, store)(conn, id=row["id"], old=row["secret"], new=new,
                                                        key_id=current_id)
                 if stored is None:
@@ -156,18 +159,15 @@ def _needs_resigning(token: str, keys: Sequence[str]) -> bool:
         return False  # not ours at all: nothing to sign again
 
 
-async def _reencrypt(token: str, recorded: str | None, keys: Sequence[str]) -> tuple[str, bool] | None:
-    """(ciphertext under keys[0], whether it already was), or None when no key opens it."""
+async def _open(token: str, recorded: str | None, keys: Sequence[str]) -> tuple[str, str] | None:
+    """(plaintext, the key that opened it), or None when no configured key does."""
     # Each try costs a scrypt: the recorded key first, then the previous keys (a claimed row is
     # not recorded as under the current key, so it most likely is under a previous one).
     order = sorted([*keys[1:], keys[0]], key=lambda key: secrets.key_id(key) != recorded)
     try:
-        plaintext, key = await secrets.decrypt_with_key(token, order)
+        return await secrets.decrypt_with_key(token, order)
     except secrets.InvalidCiphertext:
         return None
-    if key == keys[0]:
-        return token, True
-    return await secrets.encrypt(plaintext, keys[0]), False
 
 
 

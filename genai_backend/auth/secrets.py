@@ -67,6 +67,23 @@ def encrypt_sync(plaintext: str, secret: str) -> str:
     return "*".join((_b64(ciphertext), _b64(salt), _b64(nonce), _b64(tag)))
 
 
+def encrypt_many_sync(plaintexts: Sequence[str], secret: str) -> list[str]:
+    """Like `encrypt_sync` for each, with one salt (so one scrypt) for all of them.
+
+    Safe for AES-GCM: every ciphertext still has its own random 16-byte nonce under the derived
+    key, and the salt only ever protected against precomputation on SECRET_KEY, which one salt
+    per batch does as well. Used by rotation, where scrypt is nearly all the cost.
+    """
+    salt = os.urandom(SALT_BYTES)
+    aead = AESGCM(_key(secret, salt))
+    tokens = []
+    for plaintext in plaintexts:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), None)
+        tokens.append("*".join((_b64(sealed[:-TAG_BYTES]), _b64(salt), _b64(nonce), _b64(sealed[-TAG_BYTES:]))))
+    return tokens
+
+
 def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     """The four parts, checked before any scrypt work: a plaintext key fails here, cheaply."""
     parts = token.split("*")
