@@ -128,12 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--rollback", type=_rollback_count, metavar="N|all",
                          help=f"roll back the last N migrations, or every one with '{ROLLBACK_ALL}' (needs --yes)")
     migrate.add_argument("--yes", action="store_true", help=f"confirm --rollback {ROLLBACK_ALL}")
+    rotate = sub.add_parser("rotate-secrets", help="re-encrypt stored secrets under SECRET_KEY and exit")
+    rotate.add_argument("--batch-size", type=int, default=32, help="rows per transaction (default 32)")
     return parser
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "migrate":
         _migrate(settings, args)
+    elif args.command == "rotate-secrets":
+        from genai_backend.auth.rotation import rotate_command
+
+        sys.exit(rotate_command(settings, args.batch_size))
     else:
         _serve(settings)
 

@@ -23,6 +23,7 @@ from genai_backend.api import (
 )
 from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers, auth_middleware
 from genai_backend.auth.passwords import set_queue_limit
+from genai_backend.auth.rotation import check_keys_ctx
 from genai_backend.bus.invoke import invoker_ctx
 from genai_backend.bus.session import router_ctx
 from genai_backend.catalogues import CATALOGUES, Catalogues
@@ -92,6 +93,8 @@ def create_app(settings: Settings) -> web.Application:
     # First: tracing is on before the pool opens its connections, and flushed after everything.
     app.cleanup_ctx.append(observability_ctx)
     app.cleanup_ctx.append(database_ctx)
+    # Before anything uses a stored secret: a wrong SECRET_KEY_PREVIOUS stops the start.
+    app.cleanup_ctx.append(check_keys_ctx)
     # Before the router session, whose log pushes go through it.
     app.cleanup_ctx.append(fanout_ctx)
     app.cleanup_ctx.append(quotas_ctx)

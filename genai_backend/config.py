@@ -30,6 +30,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     secret_key: str
+    # Keys being rotated away from (SECRET_KEY_PREVIOUS): still verify tokens and decrypt secrets.
+    secret_key_previous: tuple[str, ...] = ()
     # None: start the embedded PostgreSQL under `data_dir`.
     database_dsn: str | None = None
     data_dir: Path = PROJECT_DIR / ".genai"
@@ -88,6 +90,11 @@ class Settings:
     # Set only in worker processes: the supervisor's embedded server, used but never started,
     # stopped or migrated by them.
     embedded_dsn: str | None = None
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """Every key a token or a stored secret may be under, the current one first."""
+        return (self.secret_key, *self.secret_key_previous)
 
     @property
     def pgdata(self) -> Path:
@@ -238,6 +245,15 @@ def _limits(env: Mapping[str, str]) -> dict[str, Any]:
     return {name: kind(_number(env[var], var, kind)) for name, (var, kind) in _LIMITS.items() if env.get(var, "").strip()}
 
 
+def previous_secret_keys(env: Mapping[str, str], current: str) -> tuple[str, ...]:
+    """SECRET_KEY_PREVIOUS: comma-separated, newest first; the current key and repeats are dropped."""
+    keys: list[str] = []
+    for key in (k.strip() for k in env.get("SECRET_KEY_PREVIOUS", "").split(",")):
+        if key and key != current and key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
 def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Settings:
     env = merged_environment(environ, project_dir)
     dsn = database_dsn_from(env)
@@ -245,8 +261,10 @@ def from_env(environ: Mapping[str, str], project_dir: Path = PROJECT_DIR) -> Set
     files_raw = env.get("DEFAULT_FILES_FOLDER_NAME", "files") or "files"
     files_dir = Path(files_raw) if Path(files_raw).is_absolute() else (project_dir.parent / files_raw).resolve()
     allow_hosts = tuple(h.strip() for h in env.get("URL_ALLOW_HOSTS", "").split(",") if h.strip())
+    secret_key = resolve_secret_key(env, dsn, data_dir)
     settings = Settings(
-        secret_key=resolve_secret_key(env, dsn, data_dir),
+        secret_key=secret_key,
+        secret_key_previous=previous_secret_keys(env, secret_key),
         database_dsn=dsn,
         data_dir=data_dir,
         hash_algorithm=env.get("HASH_ALGORITHM", "HS256"),

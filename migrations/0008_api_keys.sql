@@ -1,7 +1,7 @@
 -- API keys (`gk_...`): long-lived credentials a user creates for programs. Only the SHA-256 of a
 -- key is stored; the key itself is shown once, at creation. A revoked key is a deleted row, so
 -- the per-request lookup by hash is all it takes to refuse it on every process at once.
--- depends: 0006_pushes
+-- depends: 0007_tool_credentials_and_cards
 
 CREATE TABLE IF NOT EXISTS api_keys (
     id uuid NOT NULL PRIMARY KEY,

@@ -31,6 +31,13 @@ WHERE a.creator_id = :creator_id AND a.agent_name = :name
 ORDER BY a.created_at DESC, a.agent_id
 OFFSET :offset LIMIT :limit;
 
+-- genai-protocol 2.0's get_agents()/get_active_agents(): every agent of the owner, named or not.
+-- name: list_agents_frontend(creator_id, is_active)
+SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias
+FROM agent_items a
+WHERE a.creator_id = :creator_id AND (:is_active::boolean IS NULL OR a.is_active = :is_active::boolean)
+ORDER BY a.created_at ASC, a.agent_id;
+
 -- `pattern` arrives with %, _ and \ escaped (D34).
 -- name: list_agents_by_description(creator_id, pattern, offset, limit)
 SELECT agent_id, agent_name, agent_description, agent_schema, created_at, updated_at, is_active, agent_jwt, agent_alias

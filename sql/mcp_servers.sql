@@ -1,7 +1,7 @@
--- name: create_mcp_server(server_id, server_url, creator_id)$
+-- name: create_mcp_server(server_id, server_url, creator_id, headers, header_names, secret_key_id)$
 -- A second registration of one URL by one user conflicts; the caller re-activates the existing row.
-INSERT INTO mcpservers (id, server_url, creator_id, is_active)
-VALUES (:server_id, :server_url, :creator_id, true)
+INSERT INTO mcpservers (id, server_url, creator_id, is_active, headers, header_names, secret_key_id)
+VALUES (:server_id, :server_url, :creator_id, true, :headers, :header_names, :secret_key_id)
 ON CONFLICT ON CONSTRAINT uq_mcp_server_url DO NOTHING
 RETURNING id;
 
@@ -12,7 +12,7 @@ WITH target AS (
     WHERE creator_id = :creator_id AND server_url = :server_url
     FOR UPDATE
 ), activated AS (
-    UPDATE mcpservers s SET is_active = true, updated_at = now()
+    UPDATE mcpservers s SET is_active = true, unavailable_reason = NULL, updated_at = now()
     FROM target t
     WHERE s.id = t.id AND NOT t.is_active
     RETURNING s.id
@@ -51,12 +51,24 @@ WITH incoming AS (
 SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) + (SELECT count(*) FROM deleted);
 
 -- name: get_mcp_server(server_id, creator_id)^
-SELECT id, name, description, server_url, created_at, updated_at, creator_id, is_active
+SELECT id, name, description, server_url, created_at, updated_at, creator_id, is_active, header_names,
+       unavailable_reason
 FROM mcpservers
 WHERE id = :server_id AND creator_id = :creator_id;
 
+-- name: get_mcp_server_for_update(server_id, creator_id)^
+SELECT id, server_url, is_active FROM mcpservers WHERE id = :server_id AND creator_id = :creator_id FOR UPDATE;
+
+-- name: set_mcp_server_headers(server_id, headers, header_names, secret_key_id)!
+-- After a successful lookup with these headers, so the server is up.
+UPDATE mcpservers
+SET headers = :headers, header_names = :header_names, secret_key_id = :secret_key_id, is_active = true,
+    unavailable_reason = NULL, updated_at = now()
+WHERE id = :server_id;
+
 -- name: list_mcp_servers(creator_id, offset, limit)
-SELECT id, name, description, server_url, created_at, updated_at, creator_id, is_active
+SELECT id, name, description, server_url, created_at, updated_at, creator_id, is_active, header_names,
+       unavailable_reason
 FROM mcpservers
 WHERE creator_id = :creator_id AND is_active
 ORDER BY created_at, id
@@ -74,13 +86,31 @@ ORDER BY created_at, id;
 DELETE FROM mcpservers WHERE id = :server_id AND creator_id = :creator_id RETURNING id;
 
 -- name: list_mcp_server_urls()
-SELECT DISTINCT server_url FROM mcpservers ORDER BY server_url;
+-- One lookup per URL and set of stored headers (null: none); servers with headers are looked up
+-- with their own, even when they share the URL.
+SELECT DISTINCT server_url, headers FROM mcpservers ORDER BY server_url, headers;
 
--- name: lock_mcp_servers_by_url(server_url)
--- Locked for the refresh transaction, so a server deleted meanwhile cannot get orphan tools.
-SELECT id, creator_id FROM mcpservers WHERE server_url = :server_url ORDER BY id FOR UPDATE;
+-- name: lock_mcp_servers_by_url(server_url, headers)
+-- Locked for the refresh transaction, so a server deleted meanwhile cannot get orphan tools. Rows
+-- whose headers changed since the lookup (PATCH, rotation) no longer match and wait for the next.
+SELECT id, creator_id FROM mcpservers
+WHERE server_url = :server_url AND headers IS NOT DISTINCT FROM :headers
+ORDER BY id FOR UPDATE;
 
--- name: set_mcp_servers_active_by_url(server_url, is_active)
-UPDATE mcpservers SET is_active = :is_active, updated_at = now()
-WHERE server_url = :server_url AND is_active <> :is_active
-RETURNING id, creator_id;
+-- name: set_mcp_servers_active_by_url(server_url, headers, is_active, reason)
+-- `updated_at` moves only when the flag flips: a changing reason alone is not an edit.
+WITH changed AS (
+    SELECT id, is_active <> :is_active AS flipped FROM mcpservers
+    WHERE server_url = :server_url AND headers IS NOT DISTINCT FROM :headers
+      AND (is_active <> :is_active OR unavailable_reason IS DISTINCT FROM :reason)
+    FOR UPDATE
+)
+UPDATE mcpservers s
+SET is_active = :is_active, unavailable_reason = :reason,
+    updated_at = CASE WHEN c.flipped THEN now() ELSE s.updated_at END
+FROM changed c
+WHERE s.id = c.id
+RETURNING s.id, s.creator_id, c.flipped;
+
+-- name: get_mcp_server_headers_by_url(creator_id, server_url)$
+SELECT headers FROM mcpservers WHERE creator_id = :creator_id AND server_url = :server_url;

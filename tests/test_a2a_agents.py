@@ -20,7 +20,7 @@ from tests.tool_servers import REIMBURSEMENT_CARD, card_server, mcp_server
 AGENTS = "/api/a2a/agents"
 METADATA = "169.254.169.254"
 ROW_KEYS = ["id", "name", "alias", "description", "server_url", "card_content", "is_active", "created_at",
-            "updated_at", "creator_id"]
+            "updated_at", "creator_id", "endpoint_url", "protocol_version", "transport"]
 CONTENT = {
     "defaultInputModes": ["text", "text/plain"], "defaultOutputModes": ["text", "text/plain"],
     "skills": [{"id": "process_reimbursement", "name": "Process_Reimbursement_Tool",
@@ -58,7 +58,7 @@ async def test_register_a2a_agent_stores_card(client: TestClient, user: User, db
         base = f"http://127.0.0.1:{server.port}"
         created = await register(client, user, f"{base}/some/path?q=1")
     assert list(created) == ["id", "name", "alias", "description", "server_url", "card_content", "created_at",
-                             "updated_at"]
+                             "updated_at", "endpoint_url", "protocol_version", "transport"]
     assert re.fullmatch(r"Reimbursement_Agent_[a-z]{6}", created["alias"])
     assert created["created_at"] == created["updated_at"]
     assert {k: created[k] for k in ("name", "description", "server_url", "card_content")} == {
@@ -83,7 +83,14 @@ async def test_register_a2a_agent_from_agent_card_json(client: TestClient, user:
     async with card_server(mode="agent-card.json") as server:
         created = await register(client, user, server.url)
     assert created["card_content"] == CONTENT
-    assert server.requests == ["/.well-known/agent.json", "/.well-known/agent-card.json"]
+    assert server.requests == ["/.well-known/agent-card.json"]
+
+
+async def test_register_a2a_agent_falls_back_to_agent_json(client: TestClient, user: User) -> None:
+    async with card_server(mode="agent.json") as server:
+        created = await register(client, user, server.url)
+    assert created["card_content"] == CONTENT
+    assert server.requests == ["/.well-known/agent-card.json", "/.well-known/agent.json"]
 
 
 @pytest.mark.parametrize("change", [

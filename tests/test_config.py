@@ -91,3 +91,10 @@ def test_limits_from_env(tmp_path: Path) -> None:
     assert from_env({"GENAI_DATA_DIR": str(tmp_path / "data")}, project_dir=tmp_path / "p").max_sockets_per_user == 20
     with pytest.raises(ConfigError, match="MAX_SOCKETS_PER_USER"):
         from_env({**env, "MAX_SOCKETS_PER_USER": "many"}, project_dir=tmp_path / "proj")
+
+
+def test_previous_secret_keys_are_listed_after_the_current_one(tmp_path: Path) -> None:
+    settings = from_env({"SECRET_KEY": "new", "SECRET_KEY_PREVIOUS": " old1, ,old2,new,old1 "}, project_dir=tmp_path)
+    assert settings.secret_key_previous == ("old1", "old2")
+    assert settings.secret_keys == ("new", "old1", "old2")
+    assert from_env({"SECRET_KEY": "k"}, project_dir=tmp_path).secret_keys == ("k",)

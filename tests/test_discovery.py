@@ -344,6 +344,7 @@ def _stored_example(base: str) -> dict[str, Any]:
                         "tags": ["reimbursement"]}],
             "version": "1.0.0", "capabilities": {"streaming": True}},
         "server_url": base,
+        "endpoint_url": "http://localhost:10102/", "protocol_version": "0.2.5", "transport": "JSONRPC",
     }
 
 
@@ -355,14 +356,14 @@ async def test_fetch_card_stored_shape(session: aiohttp.ClientSession) -> None:
         assert stored == expected
         assert list(stored["card_content"]) == list(expected["card_content"])
         assert list(stored["card_content"]["skills"][0]) == list(expected["card_content"]["skills"][0])
-        assert server.requests == ["/.well-known/agent.json"]
+        assert server.requests == ["/.well-known/agent-card.json", "/.well-known/agent.json"]
 
 
 async def test_fetch_card_only_agent_card_json(session: aiohttp.ClientSession) -> None:
     async with card_server(mode="agent-card.json") as server:
         stored = await fetch_card(server.url, session=session)
         assert stored == _stored_example(f"http://127.0.0.1:{server.port}")
-        assert server.requests == ["/.well-known/agent.json", "/.well-known/agent-card.json"]
+        assert server.requests == ["/.well-known/agent-card.json"]
 
 
 @pytest.mark.parametrize("mode", ["500", "invalid-json"])

@@ -198,10 +198,10 @@ async def test_refresh_failure_of_one_url_is_logged_and_others_go_on(
     real = client.app[DISCOVERY]
 
     class Flaky:
-        async def tools(self, url: str, timeout: float) -> Any:
+        async def tools(self, url: str, timeout: float, headers: Any = None) -> Any:
             if url.endswith("/broken"):
                 raise RuntimeError("bug in a lookup")
-            return await real.tools(url, timeout)
+            return await real.tools(url, timeout, headers)
 
         async def card(self, url: str, timeout: float) -> Any:
             return await real.card(url, timeout)

@@ -89,6 +89,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     # B has agents and providers of its own: listings are checked for A's data only.
     ("GET", "/api/agents/"): Row(USER_OR_AGENT, _u("/api/agents/")),
     ("GET", "/api/agents/active"): Row(DUAL, _u("/api/agents/active?agent_type=all")),
+    ("GET", "/api/agents/frontend"): Row(USER_OR_AGENT, _u("/api/agents/frontend")),
     ("GET", "/api/agents/{agent_id}"): Row(USER_OR_AGENT, _u("/api/agents/{agent}"),
                                           _detail(400, "Agent '{agent}' does not exist")),
     ("PATCH", "/api/agents/{agent_id}"): Row(USER, _u("/api/agents/{agent}", json={
@@ -136,6 +137,8 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/mcp/servers"): Row(USER, _u("/api/mcp/servers"), (200, [])),
     ("GET", "/api/mcp/servers/{server_id}"): Row(USER, _u("/api/mcp/servers/{mcp}"),
                                                 _detail(400, "MCP server with id: {mcp} was not found")),
+    ("PATCH", "/api/mcp/servers/{server_id}"): Row(USER, _u("/api/mcp/servers/{mcp}", json={"headers": None}),
+                                                  _detail(400, "MCP server with id: {mcp} was not found")),
     ("DELETE", "/api/mcp/servers/{server_id}"): Row(USER, _u("/api/mcp/servers/{mcp}"),
                                                    _detail(400, "MCP server with ID {mcp} was not found")),
     ("POST", "/api/a2a/agents"): Row(USER),

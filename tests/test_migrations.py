@@ -19,7 +19,7 @@ from genai_backend.migrations import MIGRATIONS_DIR, apply_migrations, rollback_
 from tests.pg import embedded_server, throwaway_database
 
 ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes",
-       "0005_limits_and_usernames", "0006_pushes", "0008_api_keys"]
+       "0005_limits_and_usernames", "0006_pushes", "0007_tool_credentials_and_cards", "0008_api_keys"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
 # Our own bookkeeping, not part of data-model.md.
 SERVICE_TABLES = {"catalogue_changes", "pushes", "api_keys", "username_keys", "socket_slots", "login_attempts"}
@@ -124,7 +124,7 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
               "created_at": (TS, False)},
     "modelproviders": {"id": ("uuid", False), "name": (VC, False), "api_key": (VC, True),
                        "provider_metadata": ("json", False), "creator_id": ("uuid", True),
-                       "created_at": (TS, False), "updated_at": (TS, False)},
+                       "created_at": (TS, False), "updated_at": (TS, False), "secret_key_id": (VC, True)},
     "modelconfigs": {"id": ("uuid", False), "name": (VC, False), "model": (VC, False),
                      "provider_id": ("uuid", True), "system_prompt": (VC, False), "user_prompt": (VC, True),
                      "max_last_messages": ("int4", False), "temperature": ("float8", False),
@@ -137,13 +137,15 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
                      "updated_at": (TS, False), "conversation_id": ("uuid", True)},
     "mcpservers": {"id": ("uuid", False), "name": (VC, True), "description": (VC, True),
                    "server_url": (VC, False), "creator_id": ("uuid", True), "is_active": ("bool", False),
-                   "created_at": (TS, False), "updated_at": (TS, False)},
+                   "created_at": (TS, False), "updated_at": (TS, False), "headers": (VC, True),
+                   "header_names": ("json", True), "unavailable_reason": (VC, True), "secret_key_id": (VC, True)},
     "mcptools": {"id": ("uuid", False), "name": (VC, False), "description": (VC, True),
                  "inputSchema": ("json", False), "annotations": ("json", True), "alias": (VC, True),
                  "mcp_server_id": ("uuid", True), "created_at": (TS, False), "updated_at": (TS, False)},
     "a2acards": {"id": ("uuid", False), "name": (VC, True), "alias": (VC, True), "description": (VC, True),
                  "server_url": (VC, False), "card_content": ("json", False), "is_active": ("bool", False),
-                 "created_at": (TS, False), "updated_at": (TS, False), "creator_id": ("uuid", True)},
+                 "created_at": (TS, False), "updated_at": (TS, False), "creator_id": ("uuid", True),
+                 "endpoint_url": (VC, True), "protocol_version": (VC, True), "transport": (VC, True)},
     "projects": {"id": ("uuid", False), "name": (VC, False)},
     "user_project_associations": {"id": ("int4", False), "user_id": ("uuid", False),
                                   "project_id": ("uuid", False)},
@@ -361,6 +363,9 @@ def test_rollback_migrations_removes_everything(dsn: str) -> None:
     apply_migrations(dsn)
     assert rollback_migrations(dsn, 1) == ["0008_api_keys"]
     assert "api_keys" not in _public_tables(dsn)
+    assert rollback_migrations(dsn, 1) == ["0007_tool_credentials_and_cards"]
+    assert "secret_key_id" not in {c for (c,) in _fetch(
+        dsn, "SELECT column_name FROM information_schema.columns WHERE table_name = 'mcpservers'")}
     assert rollback_migrations(dsn, 1) == ["0006_pushes"]
     assert "pushes" not in _public_tables(dsn)
     assert rollback_migrations(dsn, 1) == ["0005_limits_and_usernames"]
@@ -433,12 +438,17 @@ def _insert_sample_rows(dsn: str) -> uuid.UUID:
     return user
 
 
+# Columns later migrations add (all null on rows they did not write).
+_ADDED = {"files": ["created_at"], "modelproviders": ["secret_key_id"],
+          "mcpservers": ["headers", "header_names", "unavailable_reason", "secret_key_id"],
+          "a2acards": ["endpoint_url", "protocol_version", "transport"]}
+
+
 def _rows(dsn: str, tables: set[str]) -> dict[str, list[str]]:
-    """Every row of every table as JSON; files without the column the contract adds."""
+    """Every row of every table as JSON; without the columns added since the reference."""
     with psycopg.connect(dsn) as conn:
         return {table: sorted(text for (text,) in conn.execute(
-                    f"SELECT (to_jsonb(t) - %s)::text FROM \"{table}\" t",
-                    ("created_at" if table == "files" else "",)))
+                    f"SELECT (to_jsonb(t) - %s::text[])::text FROM \"{table}\" t", (_ADDED.get(table, []),)))
                 for table in tables}
 
 

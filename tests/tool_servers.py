@@ -95,13 +95,14 @@ class _Restartable:
 
 # ----- MCP --------------------------------------------------------------------------------------
 
-def build_mcp(n_tools: int = 20) -> Any:
+def build_mcp(n_tools: int = 20, **options: Any) -> Any:
     """An SDK `MCPServer` with `n_tools` tools (at least 3): `test_tool(name)` as in rest-api #32,
-    `noargs()` without arguments, `annotated(x)` with annotations, then `tool_3` … `tool_<n-1>`."""
+    `noargs()` without arguments, `annotated(x)` with annotations, then `tool_3` … `tool_<n-1>`.
+    `options` go to the MCPServer (e.g. `token_verifier` and `auth`)."""
     from mcp.server.mcpserver import MCPServer
     from mcp_types import ToolAnnotations
 
-    server: Any = MCPServer("test-tools")
+    server: Any = MCPServer("test-tools", **options)
 
     def test_tool(name: str) -> str:
         return name
@@ -237,6 +238,52 @@ def hanging_server(port: int = 0) -> HangingServer:
 
 # ----- A2A cards ----------------------------------------------------------------------------------
 
+class StaticTokens:
+    """The SDK's TokenVerifier over a table of bearer tokens and their scopes (edit it to revoke)."""
+
+    def __init__(self, tokens: dict[str, list[str]]) -> None:
+        self.tokens = tokens
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        scopes = self.tokens.get(token)
+        return None if scopes is None else AccessToken(token=token, client_id="tests", scopes=scopes)
+
+
+def bearer_mcp_server(tokens: dict[str, list[str]], n_tools: int = 3, *, port: int = 0) -> UvicornServer:
+    """The SDK's own bearer-token protection: no or an unknown token → 401, a token without the
+    `tools` scope → 403. `tokens` (token → scopes) is read on every request."""
+    from mcp.server.auth.settings import AuthSettings
+
+    def make_app() -> Any:
+        auth = AuthSettings(issuer_url="http://127.0.0.1/issuer", resource_server_url=None,
+                            required_scopes=["tools"])
+        return build_mcp(n_tools, token_verifier=StaticTokens(tokens), auth=auth).streamable_http_app()
+
+    return UvicornServer(make_app, "/mcp", port)
+
+
+def api_key_mcp_server(key: str, header: str = "X-API-Key", n_tools: int = 3, *, port: int = 0) -> UvicornServer:
+    """An MCP server behind an API-key header check (401 without the right value)."""
+    wanted = (header.lower().encode(), key.encode())
+
+    def make_app() -> Any:
+        inner = build_mcp(n_tools).streamable_http_app()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and wanted not in scope["headers"]:
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": b'{"error": "invalid api key"}'})
+                return
+            await inner(scope, receive, send)
+
+        return app
+
+    return UvicornServer(make_app, "/mcp", port)
+
+
 CardMode = Literal["agent.json", "agent-card.json", "500", "invalid-json", "redirect"]
 
 
@@ -260,8 +307,8 @@ class _AiohttpServer(_Restartable):
 class CardServer(_AiohttpServer):
     """Serves `card` as an A2A agent card; `mode` (changeable while running) picks the behaviour:
 
-    `agent.json` (classic path), `agent-card.json` (only the newer path; the classic one is 404),
-    `500`, `invalid-json`, `redirect` (302 from the classic path to `redirect_to`; any other
+    `agent.json` (only the classic path; the newer one is 404), `agent-card.json` (only the newer
+    path), `500`, `invalid-json`, `redirect` (302 from both card paths to `redirect_to`; any other
     `/.well-known/` name serves the card).
     Paths requested are recorded in `requests`.
     """
@@ -280,7 +327,7 @@ class CardServer(_AiohttpServer):
         if self.mode == "500":
             return web.Response(status=500, text="Internal Server Error")
         if self.mode == "redirect":
-            if name == "agent.json":
+            if name in ("agent.json", "agent-card.json"):
                 raise web.HTTPFound(self.redirect_to)
         elif name != ("agent-card.json" if self.mode == "agent-card.json" else "agent.json"):
             return web.json_response({"detail": "Not Found"}, status=404)

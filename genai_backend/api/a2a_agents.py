@@ -40,7 +40,8 @@ async def store_card(conn: asyncpg.Connection, card: dict[str, Any], creator_id:
     row = await queries.create_a2a_card(
         conn, card_id=uuid.uuid4(), name=card["name"], alias=new_alias(card["name"]),
         description=card["description"], server_url=card["server_url"], card_content=card["card_content"],
-        creator_id=creator_id)
+        creator_id=creator_id, endpoint_url=card["endpoint_url"], protocol_version=card["protocol_version"],
+        transport=card["transport"])
     if row is not None:
         return row
     existing = await queries.activate_a2a_card_by_url(conn, creator_id=creator_id, server_url=card["server_url"])

@@ -29,6 +29,7 @@ from genai_backend.schemas.agents import (
     AgentPathSchema,
     AgentRegisteredSchema,
     AgentUpdateSchema,
+    FrontendQuerySchema,
     clamp,
 )
 from genai_backend.schemas.users import DetailSchema
@@ -186,6 +187,26 @@ class ActiveAgentsView(web.View):
         return encoded_json_response(body)
 
 
+class FrontendAgentsView(web.View):
+    URL_PATH = "/api/agents/frontend"
+
+    @docs(tags=["agents"], summary="All your agents as one array, for genai-protocol 2.0's get_agents()")
+    @auth(USER_OR_AGENT)
+    @query(FrontendQuerySchema)
+    @response_schema(AgentItemSchema(many=True), 200)
+    async def get(self) -> web.Response:
+        is_active = self.request["query"].get("is_active")
+        creator_id = self.request[USER_ID]
+
+        async def build(conn: asyncpg.Connection) -> bytes:
+            rows = queries.list_agents_frontend(conn, creator_id=creator_id, is_active=is_active)
+            return encode([dict(row) async for row in rows])
+
+        body = await self.request.app[CATALOGUES].answer(
+            self.request.app[POOL], creator_id, ("frontend", is_active), build)
+        return encoded_json_response(body)
+
+
 class AgentView(web.View):
     URL_PATH = "/api/agents/{agent_id}"
 
@@ -233,5 +254,5 @@ class AgentView(web.View):
         return no_content()
 
 
-# `active` and `register` before `{agent_id}`: aiohttp matches routes in registration order.
-VIEWS = (RegisterAgentView, AgentsView, ActiveAgentsView, AgentView)
+# `active`, `frontend` and `register` before `{agent_id}`: aiohttp matches routes in registration order.
+VIEWS = (RegisterAgentView, AgentsView, ActiveAgentsView, FrontendAgentsView, AgentView)

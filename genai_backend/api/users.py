@@ -125,7 +125,7 @@ class ValidateTokenView(web.View):
     async def post(self) -> web.Response:
         token = self.request["body"]["token"]
         try:
-            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
+            claims = tokens.decode(token, self.request.app[SETTINGS].secret_keys)
         except tokens.InvalidToken:
             claims = None
         if claims is None or claims.is_agent or not await queries.user_exists(self.request.app[POOL], user_id=claims.sub):

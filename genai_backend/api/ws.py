@@ -150,7 +150,7 @@ class ChatSocketView(web.View):
 
     def _jwt_user(self, token: str) -> uuid.UUID:
         try:
-            claims = tokens.decode(token, self.request.app[SETTINGS].secret_key)
+            claims = tokens.decode(token, self.request.app[SETTINGS].secret_keys)
         except tokens.InvalidToken:
             raise HandshakeRefused(TOKEN_INVALID) from None
         if claims.is_agent:
@@ -230,7 +230,7 @@ class ChatTurns:
     async def _start(self, frame: dict[str, Any], request_id: uuid.UUID) -> tuple[Any, str | None]:
         """Steps 2-6: the configuration (closing the socket if it is missing or its key unreadable),
         then the conversation, the attachments and the user message."""
-        secret = self.app[SETTINGS].secret_key
+        secret = self.app[SETTINGS].secret_keys
         provider, message = frame["provider"], frame["message"]
         known_key = self.verified_keys.get(provider)
         for _ in range(3):

@@ -112,7 +112,7 @@ async def user_from_token(request: web.Request, token: str, allow_agent: bool) -
     if api_keys.is_key(token):
         return await _key_user(request, token)
     try:
-        claims = tokens.decode(token, request.app[SETTINGS].secret_key)
+        claims = tokens.decode(token, request.app[SETTINGS].secret_keys)
     except tokens.InvalidToken:
         raise UnauthorizedError(TOKEN_INVALID) from None
     pool = request.app[POOL]
@@ -165,7 +165,7 @@ async def _dual(request: web.Request) -> uuid.UUID:
         # A key is not a JWT: its failures are the 401/403 of every other route, not this table's 400.
         return await _key_user(request, token)
     try:
-        claims = tokens.decode(token, request.app[SETTINGS].secret_key)
+        claims = tokens.decode(token, request.app[SETTINGS].secret_keys)
     except tokens.InvalidToken:
         raise BadRequestError("JWT token is invalid or expired") from None
     if claims.user_id is not None or not await request.app[KNOWN_USERS].exists(request, claims.sub):

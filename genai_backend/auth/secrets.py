@@ -8,6 +8,9 @@ scrypt costs tens of milliseconds and 16 MiB per call, so it runs in worker thre
 chat message needs its provider key, so successful decryptions are memoised by ciphertext: the
 same ciphertext under the same secret always yields the same plaintext, so the cache can never
 be stale, and a chat pays for scrypt once per key rather than once per message.
+
+While SECRET_KEY is rotated, decryption takes the configured keys (current first) and tries each:
+the format has no room for a key id, so `key_id()` fingerprints are kept beside the ciphertexts.
 """
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,12 +31,25 @@ NONCE_BYTES = 16
 TAG_BYTES = 16
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32, "maxmem": 64 * 1024 * 1024}
 _CACHE_SIZE = 1024
-# (secret, ciphertext) -> plaintext; touched on the event loop only.
+# (key, ciphertext) -> plaintext; touched on the event loop only.
 _cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+_KEY_ID_MESSAGE = b"genai-backend stored-secret key id"
+
+# One key, or the configured keys with the current one first.
+Keys = str | Sequence[str]
 
 
 class InvalidCiphertext(Exception):
     """Not a ciphertext of ours: malformed, or written under another SECRET_KEY, or tampered with."""
+
+
+def key_id(secret: str) -> str:
+    """A fingerprint that names a key in the database without revealing it."""
+    return hmac.new(secret.encode("utf-8"), _KEY_ID_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+def _key_list(keys: Keys) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else tuple(keys)
 
 
 def _key(secret: str, salt: bytes) -> bytes:
@@ -49,6 +67,23 @@ def encrypt_sync(plaintext: str, secret: str) -> str:
     return "*".join((_b64(ciphertext), _b64(salt), _b64(nonce), _b64(tag)))
 
 
+def encrypt_many_sync(plaintexts: Sequence[str], secret: str) -> list[str]:
+    """Like `encrypt_sync` for each, with one salt (so one scrypt) for all of them.
+
+    Safe for AES-GCM: every ciphertext still has its own random 16-byte nonce under the derived
+    key, and the salt only ever protected against precomputation on SECRET_KEY, which one salt
+    per batch does as well. Used by rotation, where scrypt is nearly all the cost.
+    """
+    salt = os.urandom(SALT_BYTES)
+    aead = AESGCM(_key(secret, salt))
+    tokens = []
+    for plaintext in plaintexts:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), None)
+        tokens.append("*".join((_b64(sealed[:-TAG_BYTES]), _b64(salt), _b64(nonce), _b64(sealed[-TAG_BYTES:]))))
+    return tokens
+
+
 def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     """The four parts, checked before any scrypt work: a plaintext key fails here, cheaply."""
     parts = token.split("*")
@@ -63,6 +98,15 @@ def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     return ciphertext, salt, nonce, tag
 
 
+def well_formed(token: str) -> bool:
+    """Whether `token` has the format at all (cheap: no scrypt)."""
+    try:
+        _split(token)
+    except InvalidCiphertext:
+        return False
+    return True
+
+
 def decrypt_sync(token: str, secret: str) -> str:
     ciphertext, salt, nonce, tag = _split(token)
     try:
@@ -70,6 +114,17 @@ def decrypt_sync(token: str, secret: str) -> str:
         return plain.decode("utf-8")
     except (InvalidTag, UnicodeDecodeError, ValueError):
         raise InvalidCiphertext("does not decrypt") from None
+
+
+def decrypt_any_sync(token: str, keys: Keys) -> tuple[str, str]:
+    """The plaintext and the key (of `keys`, tried in order) that decrypts it, or InvalidCiphertext."""
+    _split(token)
+    for key in _key_list(keys):
+        try:
+            return decrypt_sync(token, key), key
+        except InvalidCiphertext:
+            continue
+    raise InvalidCiphertext("does not decrypt under any configured key")
 
 
 def _remember(secret: str, token: str, plaintext: str) -> None:
@@ -85,19 +140,26 @@ async def encrypt(plaintext: str, secret: str) -> str:
     return token
 
 
-async def decrypt(token: str, secret: str) -> str:
-    """The plaintext, or InvalidCiphertext."""
-    cached = _cache.get((secret, token))
-    if cached is not None:
-        _cache.move_to_end((secret, token))
-        return cached
+async def decrypt_with_key(token: str, keys: Keys) -> tuple[str, str]:
+    """The plaintext and the key that decrypted it (the first of `keys` that does), or InvalidCiphertext."""
+    ordered = _key_list(keys)
+    for key in ordered:
+        cached = _cache.get((key, token))
+        if cached is not None:
+            _cache.move_to_end((key, token))
+            return cached, key
     _split(token)  # fail fast without a thread hop
-    plaintext = await asyncio.to_thread(decrypt_sync, token, secret)
-    _remember(secret, token, plaintext)
-    return plaintext
+    plaintext, key = await asyncio.to_thread(decrypt_any_sync, token, ordered)
+    _remember(key, token, plaintext)
+    return plaintext, key
 
 
-async def is_ours(token: str, secret: str) -> bool:
+async def decrypt(token: str, secret: Keys) -> str:
+    """The plaintext, or InvalidCiphertext."""
+    return (await decrypt_with_key(token, secret))[0]
+
+
+async def is_ours(token: str, secret: Keys) -> bool:
     try:
         await decrypt(token, secret)
     except InvalidCiphertext:

@@ -8,6 +8,7 @@ import hmac
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jwt
@@ -61,8 +62,10 @@ def _b64(segment: str) -> bytes:
     return decoded
 
 
-def decode(token: str, secret: str) -> Claims:
+def decode(token: str, secret: str | Sequence[str]) -> Claims:
     """Verify an HS256 token's signature and expiry; `sub` (and `user_id`) must be UUIDs.
+
+    `secret` may be the configured keys, current first: tokens of a previous key stay valid.
 
     Hand-rolled because it runs on every request: PyJWT's general decode costs ~200 us, this ~10.
     Only HS256 is accepted, whatever the header claims, so `alg: none` and key confusion are out.
@@ -72,8 +75,10 @@ def decode(token: str, secret: str) -> Claims:
         header = orjson.loads(_b64(header_b64))
         if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
             raise InvalidToken("algorithm")
-        expected = hmac.new(secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _b64(signature_b64)):
+        signed, signature = f"{header_b64}.{payload_b64}".encode("ascii"), _b64(signature_b64)
+        keys = (secret,) if isinstance(secret, str) else secret
+        if not any(hmac.compare_digest(hmac.new(key.encode(), signed, hashlib.sha256).digest(), signature)
+                   for key in keys):
             raise InvalidToken("signature")
         payload = orjson.loads(_b64(payload_b64))
         exp = payload["exp"]

@@ -67,7 +67,7 @@ async def on_register(bus: Bus, payload: dict[str, Any]) -> None:
     event = _REGISTER_EVENTS.load(payload)
     agent_uuid: str = event["agent_uuid"]
     try:
-        claims = tokens.decode(event["agent_jwt"] or "", bus.settings.secret_key)
+        claims = tokens.decode(event["agent_jwt"] or "", bus.settings.secret_keys)
     except tokens.InvalidToken:
         claims = None
     # The router names the agent by the token's unverified `sub`; both must agree (defence in depth).

@@ -17,9 +17,11 @@ from genai_backend.schemas.a2a_cards import A2ACardSchema
 log = logging.getLogger(__name__)
 _CARDS = A2ACardSchema()
 
-CARD_PATH = "/.well-known/agent.json"
-# The newer A2A name, tried when the classic one is 404.
+# A2A 0.3 and 1.0 publish the card here; agents of 0.2.x only under the classic name, tried on a 404.
 CARD_PATH_NEW = "/.well-known/agent-card.json"
+CARD_PATH = "/.well-known/agent.json"
+# Cards without `preferredTransport` (0.2.x) speak JSON-RPC, the only binding of those versions.
+DEFAULT_TRANSPORT = "JSONRPC"
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TASK_DESCRIPTION = "A meaningful, well-formulated task for the agent"
@@ -33,8 +35,10 @@ async def fetch_card(url: str, *, session: aiohttp.ClientSession, timeout: float
                      max_bytes: int = 1024 * 1024) -> dict[str, Any]:
     """The card of the agent at `url`'s origin, in its stored shape (rest-api #35).
 
-    `{"name", "description", "card_content", "server_url"}`; `server_url` is the origin, which also
-    replaces the card's own `url`. Redirects are followed only within the origin. Give it a session
+    `{"name", "description", "card_content", "server_url", "endpoint_url", "protocol_version",
+    "transport"}`; `server_url` is the origin, which also replaces the card's own `url` in
+    `card_content`; the last three are the interface the card declares first (A2A 0.2.x, 0.3,
+    1.0). Redirects are followed only within the origin. Give it a session
     on `guarded_connector(policy)` (the SSRF guard) that verifies TLS (aiohttp's default).
     """
     try:
@@ -43,9 +47,9 @@ async def fetch_card(url: str, *, session: aiohttp.ClientSession, timeout: float
         raise CardUnavailable(f"invalid URL: {exc.msg}") from exc
     try:
         async with asyncio.timeout(timeout):
-            status, body = await _get(session, URL(base + CARD_PATH), max_bytes)
+            status, body = await _get(session, URL(base + CARD_PATH_NEW), max_bytes)
             if status == 404:
-                status, body = await _get(session, URL(base + CARD_PATH_NEW), max_bytes)
+                status, body = await _get(session, URL(base + CARD_PATH), max_bytes)
     except TimeoutError as exc:
         raise CardUnavailable(f"no answer from {base} within {timeout:g} s") from exc
     except (aiohttp.ClientError, OSError) as exc:
@@ -57,7 +61,8 @@ async def fetch_card(url: str, *, session: aiohttp.ClientSession, timeout: float
     except (ValueError, RecursionError) as exc:
         raise CardUnavailable(f"the agent card of {base} is not JSON") from exc
     try:
-        return stored_card(_CARDS.load(data), base)
+        interface = declared_interface(data)
+        return {**stored_card(_CARDS.load(_with_v1_defaults(data)), base), **interface}
     except ValidationError as exc:
         raise CardUnavailable(f"the agent card of {base} is invalid: {exc.messages}") from exc
     except RecursionError as exc:  # free-form parts (securitySchemes) can nest deeply
@@ -71,6 +76,43 @@ def stored_card(card: dict[str, Any], base: str) -> dict[str, Any]:
         skill["name"] = skill["name"].replace(" ", "_")
     return {"name": card["name"].replace(" ", "_"), "description": card["description"],
             "card_content": content, "server_url": base}
+
+
+def declared_interface(data: Any) -> dict[str, str | None]:
+    """The endpoint URL, protocol version and transport a card of any supported version declares.
+
+    1.0 lists `supportedInterfaces` in the agent's order of preference, each with its own binding
+    and version; 0.3 and 0.2.x have one main `url` (`preferredTransport`, `protocolVersion`;
+    0.2 cards before 0.2.5 declare no version, stored as null).
+    """
+    if not isinstance(data, dict):
+        raise ValidationError("the card is not a JSON object")
+    interfaces = data.get("supportedInterfaces")
+    if interfaces is not None:
+        if not isinstance(interfaces, list) or not interfaces or not isinstance(interfaces[0], dict):
+            raise ValidationError({"supportedInterfaces": ["must be a non-empty list of interfaces"]})
+        first = interfaces[0]
+        url, binding, version = first.get("url"), first.get("protocolBinding"), first.get("protocolVersion")
+        if not isinstance(url, str) or not all(isinstance(v, (str, type(None))) for v in (binding, version)):
+            raise ValidationError({"supportedInterfaces": ["url, protocolBinding and protocolVersion are strings"]})
+        return {"endpoint_url": url, "protocol_version": version or "1.0", "transport": binding or DEFAULT_TRANSPORT}
+    url, transport, version = data.get("url"), data.get("preferredTransport"), data.get("protocolVersion")
+    if not all(isinstance(v, (str, type(None))) for v in (url, transport, version)):
+        raise ValidationError({"url": ["url, preferredTransport and protocolVersion are strings"]})
+    return {"endpoint_url": url, "protocol_version": version, "transport": transport or DEFAULT_TRANSPORT}
+
+
+def _with_v1_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A 1.0 card as the 0.x subset expects it: protobuf's JSON form omits empty lists and messages,
+    and the main `url` moved into `supportedInterfaces`."""
+    if "supportedInterfaces" not in data:
+        return data
+    card = dict(data)
+    card.setdefault("url", data["supportedInterfaces"][0]["url"])
+    for key in ("defaultInputModes", "defaultOutputModes", "skills"):
+        card.setdefault(key, [])
+    card.setdefault("capabilities", {})
+    return card
 
 
 async def _get(session: aiohttp.ClientSession, url: URL, max_bytes: int) -> tuple[int, bytes]:

@@ -34,9 +34,10 @@ class Discovery:
         """Raise UrlRefused early, with a clear reason, when `url`'s host resolves somewhere forbidden."""
         await check_url(url, self.policy)
 
-    async def tools(self, url: str, timeout: float = MCP_TIMEOUT) -> list[McpTool]:
+    async def tools(self, url: str, timeout: float = MCP_TIMEOUT,
+                    headers: dict[str, str] | None = None) -> list[McpTool]:
         with discovery_call("mcp", url):
-            tools = await list_tools(url, policy=self.policy, timeout=timeout)
+            tools = await list_tools(url, policy=self.policy, timeout=timeout, headers=headers)
         # Registration and refresh both come through here: what PostgreSQL cannot hold is an
         # invalid answer, refused before anything is stored.
         for tool in tools:

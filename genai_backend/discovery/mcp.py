@@ -17,8 +17,20 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 100
 
 
+# Servers answer these when credentials are missing, wrong or insufficient.
+AUTH_STATUSES = {401: "401 Unauthorized", 403: "403 Forbidden"}
+
+
 class McpUnavailable(Exception):
     """The MCP server could not be listed: unreachable, HTTP or protocol error, timeout, refused URL."""
+
+
+class McpUnauthorized(McpUnavailable):
+    """The server refused the request's credentials (or their absence) with 401 or 403."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the server answered {AUTH_STATUSES[status]}")
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -29,28 +41,33 @@ class McpTool:
     annotations: dict[str, Any] | None
 
 
-async def list_tools(url: str, *, policy: UrlPolicy, timeout: float = 60) -> list[McpTool]:
+async def list_tools(url: str, *, policy: UrlPolicy, timeout: float = 60,
+                     headers: dict[str, str] | None = None) -> list[McpTool]:
     """`initialize` + every page of `tools/list` on `url`, all within `timeout` seconds.
 
-    Streamable HTTP first; if the server answers the initialize POST with a 4xx, it may be an
-    older HTTP+SSE server (the MCP spec's backwards-compatibility rule), so that transport is tried
-    next. Every failure is raised as McpUnavailable.
+    `headers` (credentials) go with every request. Streamable HTTP first; if the server answers
+    the initialize POST with a 4xx, it may be an older HTTP+SSE server (the MCP spec's
+    backwards-compatibility rule), so that transport is tried next, except for 401/403, which
+    are about the credentials (McpUnauthorized). Every failure is raised as McpUnavailable.
     """
     import anyio  # the SDK's dependency, imported lazily with it
 
-    post_statuses: list[int] = []
+    statuses: list[int] = []
     try:
         with anyio.fail_after(timeout):
             try:
-                return await _list_streamable(url, policy, timeout, post_statuses)
+                return await _list_streamable(url, policy, timeout, statuses, headers or {})
             except Exception as exc:
-                if not (post_statuses and 400 <= post_statuses[0] < 500):
+                _raise_if_refused(statuses, exc)
+                if not (statuses and 400 <= statuses[0] < 500):
                     raise
                 streamable_error = _describe(exc)
-            log.debug("MCP %s: streamable HTTP answered %s, trying HTTP+SSE", url, post_statuses[0])
+            log.debug("MCP %s: streamable HTTP answered %s, trying HTTP+SSE", url, statuses[0])
+            statuses.clear()
             try:
-                return await _list_sse(url, policy, timeout)
+                return await _list_sse(url, policy, timeout, statuses, headers or {})
             except Exception as exc:
+                _raise_if_refused(statuses, exc)
                 raise McpUnavailable(f"streamable HTTP: {streamable_error}; HTTP+SSE: {_describe(exc)}") from exc
     except McpUnavailable:
         raise
@@ -60,7 +77,14 @@ async def list_tools(url: str, *, policy: UrlPolicy, timeout: float = 60) -> lis
         raise McpUnavailable(_describe(exc)) from exc
 
 
-async def _list_streamable(url: str, policy: UrlPolicy, timeout: float, post_statuses: list[int]) -> list[McpTool]:
+def _raise_if_refused(statuses: list[int], exc: Exception) -> None:
+    refused = next((status for status in statuses if status in AUTH_STATUSES), None)
+    if refused is not None:
+        raise McpUnauthorized(refused) from exc
+
+
+async def _list_streamable(url: str, policy: UrlPolicy, timeout: float, post_statuses: list[int],
+                           headers: dict[str, str]) -> list[McpTool]:
     import httpx2
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -69,21 +93,28 @@ async def _list_streamable(url: str, policy: UrlPolicy, timeout: float, post_sta
         if response.request.method == "POST":
             post_statuses.append(response.status_code)
 
-    client = guarded_httpx_client(policy, timeout=httpx2.Timeout(timeout), event_hooks={"response": [record]})
+    client = guarded_httpx_client(policy, headers=headers, timeout=httpx2.Timeout(timeout),
+                                  event_hooks={"response": [record]})
     async with client, streamable_http_client(url, http_client=client) as (read, write), \
             ClientSession(read, write, read_timeout_seconds=timeout) as session:
         return await _initialize_and_list(session)
 
 
-async def _list_sse(url: str, policy: UrlPolicy, timeout: float) -> list[McpTool]:
+async def _list_sse(url: str, policy: UrlPolicy, timeout: float, statuses: list[int],
+                    headers: dict[str, str]) -> list[McpTool]:
     from mcp import ClientSession
     from mcp.client.sse import sse_client
 
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
     def factory(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
                 auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
-        return guarded_httpx_client(policy, headers=headers, timeout=timeout, auth=auth)
+        return guarded_httpx_client(policy, headers=headers, timeout=timeout, auth=auth,
+                                    event_hooks={"response": [record]})
 
-    async with sse_client(url, timeout=timeout, sse_read_timeout=timeout, httpx_client_factory=factory) \
+    async with sse_client(url, headers=headers, timeout=timeout, sse_read_timeout=timeout,
+                          httpx_client_factory=factory) \
             as (read, write), ClientSession(read, write, read_timeout_seconds=timeout) as session:
         return await _initialize_and_list(session)
 

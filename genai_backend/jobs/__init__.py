@@ -52,7 +52,7 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         period = max(settings.refresh_interval_minutes * 60, MIN_REFRESH_PERIOD)
 
         async def refresh() -> None:
-            await refresh_tools(pool, discovery, settings.tool_refresh_timeout)
+            await refresh_tools(pool, discovery, settings.tool_refresh_timeout, secret_keys=settings.secret_keys)
 
         async def retention() -> None:
             await delete_expired_logs(pool, settings.log_retention_days)

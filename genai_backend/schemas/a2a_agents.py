@@ -27,6 +27,11 @@ class A2AAgentRegisteredSchema(Schema):
     card_content = fields.Dict(metadata={"description": "the card without name, description, url and nulls"})
     created_at = Timestamp()
     updated_at = Timestamp()
+    endpoint_url = fields.String(allow_none=True, metadata={
+        "description": "where the agent is called: the card's first `supportedInterfaces` url (1.0), else its `url`"})
+    protocol_version = fields.String(allow_none=True, metadata={
+        "description": "A2A version the card declares (`1.0`, `0.3.0`, `0.2.5`, ...); null if it declares none"})
+    transport = fields.String(allow_none=True, metadata={"description": "`JSONRPC`, `GRPC` or `HTTP+JSON`"})
 
 
 class A2AAgentSchema(A2AAgentRegisteredSchema):

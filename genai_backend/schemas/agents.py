@@ -10,6 +10,7 @@ from genai_backend.errors import BadRequestError
 from genai_backend.naming import check_name_length
 from genai_backend.schemas import Timestamp
 from genai_backend.validation import (
+    Bool,
     Enum,
     FieldError,
     Int,
@@ -91,6 +92,10 @@ class AgentListQuerySchema(RequestSchema):
     limit = page_size("items per page")
     name = Str()
     description = Str()
+
+
+class FrontendQuerySchema(RequestSchema):
+    is_active = Bool(metadata={"description": "true/True/1: only connected agents; false: only the others"})
 
 
 AGENT_TYPES = ("genai", "mcp", "a2a", "all")

@@ -1,12 +1,15 @@
 """MCP server request and response schemas (rest-api #31-#34), and the http(s) URL field."""
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from marshmallow import Schema, fields
 
+from genai_backend.auth import secrets
 from genai_backend.discovery.mcp import McpTool
 from genai_backend.discovery.urls import UrlError, normalise_url
 from genai_backend.limits import MAX_URL_LENGTH
@@ -35,8 +38,68 @@ class ServerUrl(ParsedField, fields.Url):
         return url
 
 
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 8192
+# Values are never shown again: listings show the names with this instead.
+MASK = "********"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# The MCP client sets these itself; a user's value would break the transport, not authenticate.
+_RESERVED = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection", "upgrade",
+                       "accept", "te", "trailer", "keep-alive", "mcp-session-id", "mcp-protocol-version",
+                       "last-event-id"})
+
+
+class McpHeaders(ParsedField, fields.Dict):
+    """Request headers sent to the server with every MCP request (credentials): a flat object of strings.
+
+    Errors never echo the values back (`input` is masked): they are secrets.
+    """
+
+    def convert(self, raw: Any, source: str) -> dict[str, str]:
+        if not isinstance(raw, dict):
+            raise FieldError("dict_type", "Input should be a valid dictionary", input=_masked(raw))
+        if len(raw) > MAX_HEADERS:
+            raise FieldError("value_error", f"Value error, at most {MAX_HEADERS} headers", input=_masked(raw))
+        seen: set[str] = set()
+        for name, value in raw.items():
+            if not _TOKEN.fullmatch(name) or name.lower() in _RESERVED or name.lower() in seen:
+                raise FieldError("value_error", f"Value error, {name[:256]!r} is not a header name the service may set",
+                                 input=_masked(raw))
+            seen.add(name.lower())
+            if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE or not _VALUE.fullmatch(value):
+                raise FieldError("value_error", f"Value error, the value of {name!r} must be a string of at most "
+                                 f"{MAX_HEADER_VALUE} printable characters", input=_masked(raw))
+        return dict(raw)
+
+
+def _masked(raw: Any) -> Any:
+    return {str(name): MASK for name in raw} if isinstance(raw, dict) else MASK
+
+
+def masked_headers(names: Any) -> dict[str, str]:
+    """What responses show of a server's stored headers: the names, never the values."""
+    return {str(name): MASK for name in names} if isinstance(names, list) else {}
+
+
+async def open_headers(sealed: str | None, keys: secrets.Keys) -> dict[str, str]:
+    """Stored (encrypted) request headers as a dict, {} when none are stored; InvalidCiphertext if no key opens them."""
+    if sealed is None:
+        return {}
+    headers: dict[str, str] = orjson.loads(await secrets.decrypt(sealed, keys))
+    return headers
+
+
 class McpServerCreateSchema(RequestSchema):
     server_url = ServerUrl(required=True, metadata={"example": "http://127.0.0.1:8988/mcp"})
+    headers = McpHeaders(metadata={
+        "description": "optional request headers (e.g. Authorization), stored encrypted, never shown again",
+        "example": {"Authorization": "Bearer <token>"}})
+
+
+class McpServerUpdateSchema(RequestSchema):
+    headers = McpHeaders(required=True, allow_none=True, metadata={
+        "description": "replaces the stored headers; null or {} removes them. Checked against the server first"})
 
 
 class McpServerPathSchema(RequestSchema):
@@ -86,6 +149,9 @@ class McpServerSchema(Schema):
     creator_id = fields.UUID()
     is_active = fields.Boolean()
     mcp_tools = fields.List(fields.Nested(McpToolSchema))
+    headers = fields.Dict(metadata={"description": "names of the stored request headers, values masked"})
+    unavailable_reason = fields.String(allow_none=True, metadata={
+        "description": "why the last lookup failed (e.g. `the server answered 401 Unauthorized`); null when up"})
 
 
 class McpServerRegisteredSchema(Schema):
