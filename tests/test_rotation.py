@@ -177,7 +177,8 @@ async def test_wrong_previous_key_is_a_start_up_error(settings: Settings, aiohtt
 def _env(settings: Settings, **values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "SECRET_KEY"))}
     env.update({"SQLALCHEMY_ASYNC_DATABASE_URI": settings.database_dsn or "", "ROUTER_WS_URL": "ws://127.0.0.1:1/ws",
-                "HOST": "127.0.0.1", "PORT": "0", "START_JOBS": "false"}, **values)
+                "HOST": "127.0.0.1", "PORT": "0", "START_JOBS": "false",
+                "MASTER_BE_API_KEY": "rotation-test-key"}, **values)
     return env
 
 

@@ -191,7 +191,7 @@ class FrontendAgentsView(web.View):
     URL_PATH = "/api/agents/frontend"
 
     @docs(tags=["agents"], summary="All your agents as one array, for genai-protocol 2.0's get_agents()")
-    @auth(USER_OR_AGENT)
+    @auth(USER_OR_AGENT, scope=READ)
     @query(FrontendQuerySchema)
     @response_schema(AgentItemSchema(many=True), 200)
     async def get(self) -> web.Response:

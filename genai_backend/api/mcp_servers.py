@@ -182,7 +182,7 @@ class McpServerView(web.View):
         return json_response(found)
 
     @docs(tags=["mcp"], summary="Replace the request headers (credentials) of one of your MCP servers")
-    @auth(USER)
+    @auth(USER, scope=MANAGE)
     @path(McpServerPathSchema)
     @body(McpServerUpdateSchema)
     @response_schema(McpServerSchema, 200)

@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 LEADER_LOCK = 0x67656E6169_10
 # Non-leaders' retry period; the takeover bound (2 s) is this plus one connect.
 RETRY = 0.5
-CHECK = 0.5
-CHECK_TIMEOUT = 1.0
+CHECK = 0.25
+CHECK_TIMEOUT = 0.5
+# A deposed leader notices within CHECK + CHECK_TIMEOUT and drops its router session at once;
+# the new one waits this long before connecting, so two router sessions never overlap.
+TAKEOVER_GRACE = 1.0
 CONNECT_TIMEOUT = 5.0
 # Between attempts to reach a database that is down.
 RECONNECT = 0.5
@@ -81,6 +84,11 @@ class Election:
             await asyncio.sleep(RETRY)
 
     async def _lead(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(TAKEOVER_GRACE):
+                await lost.wait()
+        if lost.is_set() or conn.is_closed():
+            raise ConnectionError("lock connection closed")
         self.status.set(True)
         log.info("this process leads: it holds the router session")
         try:
