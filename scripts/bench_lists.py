@@ -31,11 +31,13 @@ async def _login(http: aiohttp.ClientSession, base: str) -> str:
 
 
 async def _load(http: aiohttp.ClientSession, base: str, headers: dict[str, str], agents: int, size: int) -> None:
-    # Half in the description, half spread over the schema's property descriptions.
-    chunk = "x" * 200_000
-    props = {f"p{i}": {"type": "string", "description": chunk} for i in range(max(1, size // 2 // len(chunk)))}
+    # A description of the largest stored length; the rest spread over the schema's properties.
+    description = min(size // 2, 262_144)
+    chunk = "x" * 100_000
+    props = {f"p{i}": {"type": "string", "description": chunk}
+             for i in range(max(1, (size - description) // len(chunk)))}
     for i in range(agents):
-        body = {"name": f"agent {i}", "description": "d" * (size // 2),
+        body = {"name": f"agent {i}", "description": "d" * description,
                 "input_parameters": {"type": "object", "properties": props}}
         async with http.post(f"{base}/api/agents/register", json=body, headers=headers) as resp:
             assert resp.status in (200, 201), (resp.status, (await resp.text())[:300])

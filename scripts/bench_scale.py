@@ -104,7 +104,8 @@ async def main() -> None:
     args = parser.parse_args()
     async with AsyncExitStack() as stack:
         world = await start_world(stack, "genai-bench-scale-", args.dsn)
-        instances = [Instance(f"i{n}", world.dsn, world.router.url, world.secret, world.tmp)
+        instances = [Instance(f"i{n}", world.dsn, world.router.url, world.secret, world.tmp,
+                              extra_env={"MASTER_BE_API_KEY": world.be_key})
                      for n in range(args.instances)]
         http = await stack.enter_async_context(aiohttp.ClientSession())
         for instance in instances:
