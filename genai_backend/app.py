@@ -18,6 +18,7 @@ from genai_backend.api import (
     logs,
     mcp_servers,
     profiles,
+    runs,
     users,
     ws,
 )
@@ -45,7 +46,7 @@ from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
 
 API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
-                                      mcp_servers, a2a_agents, keys)
+                                      mcp_servers, a2a_agents, keys, runs)
 
 
 

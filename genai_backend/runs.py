@@ -256,6 +256,9 @@ class Runs:
                                   event="run.cancelled", data=_json(answer))
         return True
 
+    async def get(self, user_id: uuid.UUID, session_id: uuid.UUID, request_id: uuid.UUID) -> Any:
+        return await queries.get_run(self.pool, user_id=user_id, session_id=session_id, request_id=request_id)
+
     # --- reading ---------------------------------------------------------------------------------
 
     async def wait(self, run_id: uuid.UUID) -> tuple[Any, Invocation | None]:
