@@ -13,6 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from genai_backend.config import Settings
+from genai_backend.db import POOL
+from genai_backend.jobs.retention import prune_run_events
 from genai_backend.runs import RUNS
 from tests.agents_helpers import MasterCall, RunningAgent, run_master_agent
 from tests.bus_fixtures import backend_on_router
@@ -283,3 +285,19 @@ async def test_socket_request_id_is_idempotent(client: TestClient, router: Runni
                              headers=user.headers)
     assert await resp.json() == first
     await ws.close()
+
+
+async def test_retention_prunes_events_of_runs_that_ended_long_ago(client: TestClient, password_hash: str,
+                                                                   db) -> None:
+    user = await make_user(client, password_hash)
+    old, recent, live = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for run_id, finished in ((old, "now() - interval '2 days'"), (recent, "now()"), (live, "NULL")):
+        await db.execute(f"INSERT INTO runs (id, user_id, session_id, request_id, body_hash, state, finished_at) "
+                         f"VALUES ($1, $2, $3, $4, '\\x00', 'completed', {finished})", run_id, uuid.UUID(user.id),
+                         uuid.uuid4(), uuid.uuid4())
+        await db.execute("INSERT INTO run_events (run_id, seq, event, data) VALUES ($1, 1, 'run.started', '{}')",
+                         run_id)
+    assert await prune_run_events(client.app[POOL]) == 1
+    left = {r["run_id"] for r in await db.fetch("SELECT run_id FROM run_events")}
+    assert old not in left and {recent, live} <= left
+    assert await db.fetchval("SELECT count(*) FROM runs WHERE id = $1", old) == 1

@@ -12,7 +12,7 @@ import asyncpg
 
 from genai_backend.catalogues import MAX_AGE
 from genai_backend.db import queries
-from genai_backend.jobs.locks import PRUNE_LOCK, PUSHES_LOCK, RETENTION_LOCK, job_lock
+from genai_backend.jobs.locks import PRUNE_LOCK, PUSHES_LOCK, RETENTION_LOCK, RUN_EVENTS_LOCK, job_lock
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,18 @@ async def prune_pushes(pool: asyncpg.Pool, older_than: float = PUSH_RETENTION) -
         if not locked:
             return None
         deleted: int = await queries.prune_pushes(pool, older_than_seconds=older_than)
+        return deleted
+
+
+# A run's events serve streams and resumption; a day after it ended nobody resumes it. The run
+# itself (state, answer, idempotency) stays.
+RUN_EVENT_RETENTION = 24 * 3600.0
+
+
+async def prune_run_events(pool: asyncpg.Pool, older_than: float = RUN_EVENT_RETENTION) -> int | None:
+    """Delete the events of runs that ended over `older_than` seconds ago; None when another instance is at it."""
+    async with job_lock(pool, RUN_EVENTS_LOCK) as locked:
+        if not locked:
+            return None
+        deleted: int = await queries.prune_run_events(pool, older_than_seconds=older_than)
         return deleted
