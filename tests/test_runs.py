@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from genai_backend.app import create_app
 from genai_backend.config import Settings
 from genai_backend.db import POOL
 from genai_backend.jobs.retention import prune_run_events
@@ -301,3 +302,27 @@ async def test_retention_prunes_events_of_runs_that_ended_long_ago(client: TestC
     left = {r["run_id"] for r in await db.fetch("SELECT run_id FROM run_events")}
     assert old not in left and {recent, live} <= left
     assert await db.fetchval("SELECT count(*) FROM runs WHERE id = $1", old) == 1
+
+
+async def test_run_started_on_one_instance_is_streamed_from_another(
+        client: TestClient, router: RunningRouter, running: list[RunningAgent], password_hash: str,
+        settings: Settings, aiohttp_client: Any) -> None:
+    # A second instance on the same database, without a bus: it sees the run only through PostgreSQL.
+    other = await aiohttp_client(create_app(settings))
+    gate = asyncio.Event()
+    await start_master(running, client, router, gate)
+    user = await chat_user(client, password_hash)
+    session_id = uuid.uuid4()
+    request_id = str(uuid.uuid4())
+    stream = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
+                               json={**chat_frame("across"), "request_id": request_id})
+    await read_events(stream, stop_after=1)
+    follower = await other.get(run_url(session_id, request_id, "/events"), headers={**user.headers, **SSE})
+    assert follower.status == 200
+    gate.set()
+    followed = await read_events(follower)
+    assert [e["id"] for e in followed] == list(range(1, len(followed) + 1))
+    assert followed[-1]["event"] == "run.completed"
+    assert followed[-1]["data"]["response"]["response"]["response"] == "echo: across"
+    status = await (await other.get(run_url(session_id, request_id), headers=user.headers)).json()
+    assert status["state"] == "completed"
