@@ -17,6 +17,7 @@ from genai_backend.api import (
     llm,
     logs,
     mcp_servers,
+    openai_compat,
     profiles,
     runs,
     users,
@@ -46,7 +47,7 @@ from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
 
 API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
-                                      mcp_servers, a2a_agents, keys, runs)
+                                      mcp_servers, a2a_agents, keys, runs, openai_compat)
 
 
 

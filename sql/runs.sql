@@ -75,3 +75,25 @@ WITH deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted;
+
+-- The user's model configs as OpenAI models (`provider/config_name`).
+-- name: list_user_models(user_id)
+SELECT p.name AS provider, c.name AS config_name, c.created_at
+FROM modelconfigs c JOIN modelproviders p ON p.id = c.provider_id
+WHERE c.creator_id = :user_id AND p.creator_id = :user_id
+ORDER BY c.created_at, c.name;
+
+-- A fresh conversation holding a client's earlier messages, in order, before its last one is run.
+-- name: create_conversation_with_messages(session_id, creator_id, title, senders, contents)!
+WITH conversation AS (
+    INSERT INTO chatconversations (session_id, title, creator_id, created_at, updated_at)
+    VALUES (:session_id, :title, :creator_id, now(), now())
+    RETURNING session_id
+)
+INSERT INTO chatmessages (id, request_id, sender_type, content, conversation_id, created_at, updated_at)
+SELECT gen_random_uuid(), gen_random_uuid(), m.sender::sendertype, m.content, c.session_id,
+       now() - make_interval(secs => (m.n_total - m.ord) / 1000.0 + 0.001),
+       now() - make_interval(secs => (m.n_total - m.ord) / 1000.0 + 0.001)
+FROM conversation c,
+     (SELECT sender, content, ord, count(*) OVER () AS n_total
+      FROM unnest(:senders::text[], :contents::text[]) WITH ORDINALITY AS u(sender, content, ord)) AS m;

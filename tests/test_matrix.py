@@ -158,6 +158,9 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", "/api/keys"): Row(USER),
     ("GET", "/api/keys"): Row(USER, _u("/api/keys"), (200, [])),
     ("DELETE", "/api/keys/{key_id}"): Row(USER, _u("/api/keys/{apikey}"), _detail(404, "API key {apikey} was not found")),
+    # Authenticated, but refusals are in OpenAI's error shape: tests/test_openai.py covers them.
+    ("GET", "/v1/models"): Row(NONE),
+    ("POST", "/v1/chat/completions"): Row(NONE),
     # B sending into A's conversation with A's config names: B has no such provider.
     ("POST", "/api/chats/{session_id}/messages"): Row(USER, _u("/api/chats/{session}/messages", json={
         "message": "x", "provider": "azure", "llm_name": "a-private-config"}),
