@@ -97,3 +97,19 @@ SELECT gen_random_uuid(), gen_random_uuid(), m.sender::sendertype, m.content, c.
 FROM conversation c,
      (SELECT sender, content, ord, count(*) OVER () AS n_total
       FROM unnest(:senders::text[], :contents::text[]) WITH ORDINALITY AS u(sender, content, ord)) AS m;
+
+-- Runs still `running` long after any invocation could have ended: their process died. Ended as
+-- failed, so their readers stop waiting.
+-- name: fail_abandoned_runs(older_than_seconds, data)$
+WITH ended AS (
+    UPDATE runs SET state = 'failed', answer = :data::jsonb, last_seq = last_seq + 1,
+                    finished_at = now() AT TIME ZONE 'UTC'
+    WHERE state = 'running'
+      AND created_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => :older_than_seconds)
+    RETURNING id, last_seq
+), inserted AS (
+    INSERT INTO run_events (run_id, seq, event, data)
+    SELECT id, last_seq, 'run.failed', :data::jsonb FROM ended
+    RETURNING run_id
+)
+SELECT count(pg_notify('genai_run_events', run_id::text)) FROM inserted;

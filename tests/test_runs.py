@@ -326,3 +326,18 @@ async def test_run_started_on_one_instance_is_streamed_from_another(
     assert followed[-1]["data"]["response"]["response"]["response"] == "echo: across"
     status = await (await other.get(run_url(session_id, request_id), headers=user.headers)).json()
     assert status["state"] == "completed"
+
+
+async def test_abandoned_runs_end_as_failed_and_their_readers_stop(client: TestClient, password_hash: str,
+                                                                   db) -> None:
+    user = await make_user(client, password_hash)
+    run_id, session_id, request_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await db.execute("INSERT INTO runs (id, user_id, session_id, request_id, body_hash, created_at) "
+                     "VALUES ($1, $2, $3, $4, '\\x00', now() - interval '1 hour')", run_id, uuid.UUID(user.id),
+                     session_id, request_id)
+    reader = await client.get(run_url(session_id, str(request_id), "/events"), headers={**user.headers, **SSE})
+    assert await prune_run_events(client.app[POOL], abandoned_after=600) == 0
+    [event] = await read_events(reader)
+    assert event["event"] == "run.failed" and event["data"]["reason"] == "abandoned"
+    status = await (await client.get(run_url(session_id, str(request_id)), headers=user.headers)).json()
+    assert status["state"] == "failed"

@@ -64,10 +64,21 @@ async def prune_pushes(pool: asyncpg.Pool, older_than: float = PUSH_RETENTION) -
 RUN_EVENT_RETENTION = 24 * 3600.0
 
 
-async def prune_run_events(pool: asyncpg.Pool, older_than: float = RUN_EVENT_RETENTION) -> int | None:
-    """Delete the events of runs that ended over `older_than` seconds ago; None when another instance is at it."""
+# Beyond the master-agent timeout: a run still running after that lost its process.
+ABANDONED_MARGIN = 300.0
+ABANDONED = '{"detail": "Unexpected error occured. Try again later", "reason": "abandoned"}'
+
+
+async def prune_run_events(pool: asyncpg.Pool, older_than: float = RUN_EVENT_RETENTION,
+                           abandoned_after: float | None = None) -> int | None:
+    """Delete the events of runs that ended over `older_than` seconds ago, after ending the runs
+    older than `abandoned_after` seconds that are still running; None when another instance is at it."""
     async with job_lock(pool, RUN_EVENTS_LOCK) as locked:
         if not locked:
             return None
+        if abandoned_after is not None:
+            failed: int = await queries.fail_abandoned_runs(pool, older_than_seconds=abandoned_after, data=ABANDONED)
+            if failed:
+                log.warning("ended %d abandoned runs as failed", failed)
         deleted: int = await queries.prune_run_events(pool, older_than_seconds=older_than)
         return deleted
