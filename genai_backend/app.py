@@ -17,7 +17,9 @@ from genai_backend.api import (
     llm,
     logs,
     mcp_servers,
+    openai_compat,
     profiles,
+    runs,
     users,
     ws,
 )
@@ -39,12 +41,13 @@ from genai_backend.observability.http import observability_ctx, observe_middlewa
 from genai_backend.openapi import setup_openapi
 from genai_backend.protocol import HANDLER_ARGS
 from genai_backend.quotas import BLOCKS, SOCKET_SLOTS, Blocks, SocketSlots, quotas_ctx
+from genai_backend.runs import runs_ctx
 from genai_backend.sockets import SOCKETS, SocketRegistry
 from genai_backend.storage import files_ctx
 from genai_backend.validation import validation_middleware
 
 API_MODULES: tuple[ModuleType, ...] = (health, users, profiles, agents, flows, logs, llm, chats, files, ws,
-                                      mcp_servers, a2a_agents, keys)
+                                      mcp_servers, a2a_agents, keys, runs, openai_compat)
 
 
 
@@ -101,6 +104,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(router_ctx)
     app.cleanup_ctx.append(files_ctx)
     app.cleanup_ctx.append(invoker_ctx)
+    # Stopped before the invoker: runs in flight get a moment to finish.
+    app.cleanup_ctx.append(runs_ctx)
     app.cleanup_ctx.append(discovery_ctx)
     # Last in, first out: the jobs stop before the discovery client and the pool they use.
     app.cleanup_ctx.append(jobs_ctx)

@@ -158,6 +158,19 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", "/api/keys"): Row(USER),
     ("GET", "/api/keys"): Row(USER, _u("/api/keys"), (200, [])),
     ("DELETE", "/api/keys/{key_id}"): Row(USER, _u("/api/keys/{apikey}"), _detail(404, "API key {apikey} was not found")),
+    # Authenticated, but refusals are in OpenAI's error shape: tests/test_openai.py covers them.
+    ("GET", "/v1/models"): Row(NONE),
+    ("POST", "/v1/chat/completions"): Row(NONE),
+    # B sending into A's conversation with A's config names: B has no such provider.
+    ("POST", "/api/chats/{session_id}/messages"): Row(USER, _u("/api/chats/{session}/messages", json={
+        "message": "x", "provider": "azure", "llm_name": "a-private-config"}),
+        (400, {"detail": "Provider azure does not exist"})),
+    ("GET", "/api/chats/{session_id}/runs/{request_id}"): Row(
+        USER, _u("/api/chats/{session}/runs/{session}"), _detail(404, "Run {session} was not found")),
+    ("GET", "/api/chats/{session_id}/runs/{request_id}/events"): Row(
+        USER, _u("/api/chats/{session}/runs/{session}/events"), _detail(404, "Run {session} was not found")),
+    ("POST", "/api/chats/{session_id}/runs/{request_id}/cancel"): Row(
+        USER, _u("/api/chats/{session}/runs/{session}/cancel"), _detail(404, "Run {session} was not found")),
 }
 
 # The API-key scopes each protected route accepts (any one of them): the decision for every route,
@@ -210,6 +223,10 @@ KEY_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/api/keys"): NO_KEY,
     ("GET", "/api/keys"): NO_KEY,
     ("DELETE", "/api/keys/{key_id}"): NO_KEY,
+    ("POST", "/api/chats/{session_id}/messages"): ("chat",),
+    ("GET", "/api/chats/{session_id}/runs/{request_id}"): CHAT_OR_READ,
+    ("GET", "/api/chats/{session_id}/runs/{request_id}/events"): CHAT_OR_READ,
+    ("POST", "/api/chats/{session_id}/runs/{request_id}/cancel"): ("chat",),
 }
 ALL_SCOPES = ("chat", "read", "manage")
 KEYS_REFUSED = {"detail": "API keys cannot be used here: this endpoint needs a user token"}

@@ -6,7 +6,6 @@ with the agent-log pushes of the bus. No database connection is held between sta
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -15,17 +14,24 @@ from typing import Any, NoReturn
 from aiohttp import WSMsgType, web
 
 from genai_backend import limits
-from genai_backend.auth import api_keys, secrets, tokens
-from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
+from genai_backend.auth import api_keys, tokens
 from genai_backend.config import SETTINGS
-from genai_backend.db import POOL, queries
+from genai_backend.db import POOL
 from genai_backend.errors import ApiError
 from genai_backend.observability import metrics, tracing
 from genai_backend.observability.logs import set_user
 from genai_backend.quotas import SOCKET_SLOTS, take_socket_slot, too_many_sockets
+from genai_backend.runs import (
+    FOREIGN_SESSION,
+    ROUTER_DOWN,
+    RUNS,
+    UNEXPECTED,
+    RunConflict,
+    TurnRefused,
+    answer_of,
+)
 from genai_backend.schemas.chats import ChatFrameSchema
 from genai_backend.sockets import SOCKETS
-from genai_backend.storage import FILES
 from genai_backend.validation import FieldError, parse_fields, parse_uuid
 
 log = logging.getLogger(__name__)
@@ -33,12 +39,6 @@ log = logging.getLogger(__name__)
 TOKEN_MISSING = "JWT token is expired or invalid"
 TOKEN_INVALID = "JWT token is invalid or expired"
 BAD_SESSION = "session_id is not a valid UUID"
-FOREIGN_SESSION = "session_id belongs to another user"
-DECRYPT_FAILED = ("Could not decrypt api_key. Make sure 'api_key' exists and model config was created "
-                  "beforehand ")
-ROUTER_DOWN = "Cannot connect to router service. Try again later"
-UNEXPECTED = "Unexpected error occured. Try again later"
-TITLE_LENGTH = 20
 HEARTBEAT = 30.0
 MAX_FRAME = 4 * 1024 * 1024
 _FRAME_SCHEMA = ChatFrameSchema()
@@ -65,36 +65,6 @@ def parse_frame(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if errors:
         return None, "; ".join(f"{'.'.join(str(p) for p in e.loc)}: {e.msg}" for e in errors)
     return data, None
-
-
-def _uuids(values: list[str]) -> list[uuid.UUID]:
-    """The parseable ids; malformed ones are ignored (websocket.md §3 step 5)."""
-    ids = []
-    for value in values:
-        try:
-            ids.append(parse_uuid(value))
-        except FieldError:
-            continue
-    return ids
-
-
-def _configs(llm: Any, api_key: str | None) -> dict[str, Any]:
-    """Fixed keys, then credentials, then provider metadata, then the key (websocket.md §3 step 7)."""
-    configs = {"provider": llm["provider"], "model": llm["model"], "temperature": llm["temperature"],
-               "system_prompt": llm["system_prompt"], "user_prompt": llm["user_prompt"],
-               "config_name": llm["config_name"], "max_last_messages": llm["max_last_messages"]}
-    for extra in (llm["credentials"], llm["metadata"]):
-        if isinstance(extra, dict):
-            configs.update(extra)
-    configs["api_key"] = api_key
-    return configs
-
-
-def _answer_object(result: Invocation) -> Any:
-    # D09: a failure is shaped like an answer, so the front-end can render it and its history.
-    if result.is_success:
-        return result.response
-    return {"agents_trace": [], "response": str(result.response), "is_success": False}
 
 
 class ChatSocketView(web.View):
@@ -203,84 +173,36 @@ class ChatTurns:
             return
         if self.api_key_hash is not None and not await api_keys.hash_is_live(self.app[POOL], self.api_key_hash):
             await self.close(TOKEN_INVALID, 1008)
-        request_id = uuid.uuid4()
+        runs = self.app[RUNS]
+        request_id = frame["request_id"] or uuid.uuid4()
         metrics.CHAT_STARTED.inc()
         try:
             with tracing.turn_request(request_id):
-                turn, api_key = await self._start(frame, request_id)
-                answer, result = await self._invoke_and_store(turn, api_key, request_id)
-        except SocketClosed:
+                submitted = await runs.submit(self.user_id, self.session_id, frame, request_id, self.verified_keys)
+                run, result = await runs.wait(submitted.run["id"])
+        except RunConflict as exc:
             metrics.CHAT_FAILED.labels("rejected").inc()
-            raise
-        except RouterUnreachable as exc:
-            log.warning("chat of user %s: router unreachable: %s", self.user_id, exc)
-            metrics.CHAT_FAILED.labels("router_unreachable").inc()
-            await self.close(ROUTER_DOWN, 1011)
+            await self.send({"error": f"Message validation failed. Details: request_id: {exc}"})
+            return
+        except TurnRefused as exc:
+            metrics.CHAT_FAILED.labels("rejected").inc()
+            await self.close(exc.message, exc.close_code)
         except Exception:
             log.exception("chat of user %s failed", self.user_id)
             metrics.CHAT_FAILED.labels("error").inc()
             await self.close(UNEXPECTED, 1011)
+        answer = answer_of(run)
+        if run is None or run["state"] == "failed" or not isinstance(answer, dict):
+            reason = answer.get("reason") if isinstance(answer, dict) else "error"
+            metrics.CHAT_FAILED.labels(reason).inc()
+            await self.close(ROUTER_DOWN if reason == "router_unreachable" else UNEXPECTED, 1011)
         await self.send(answer)
-        metrics.CHAT_FINISHED.labels("success" if result.is_success else "error").inc()
-        if log.isEnabledFor(logging.DEBUG):
+        success = result.is_success if result is not None else run["state"] == "completed"
+        metrics.CHAT_FINISHED.labels("success" if success else "error").inc()
+        if result is not None and log.isEnabledFor(logging.DEBUG):
             pre, post = (result.sent_at - received) * 1000, (time.perf_counter() - result.answered_at) * 1000
             log.debug("chat turn: %.3f ms before the invocation, %.3f ms after the answer", pre, post,
                       extra={"chat_timing": (pre, post)})
-
-    async def _start(self, frame: dict[str, Any], request_id: uuid.UUID) -> tuple[Any, str | None]:
-        """Steps 2-6: the configuration (closing the socket if it is missing or its key unreadable),
-        then the conversation, the attachments and the user message."""
-        secret = self.app[SETTINGS].secret_keys
-        provider, message = frame["provider"], frame["message"]
-        known_key = self.verified_keys.get(provider)
-        for _ in range(3):
-            turn = await queries.start_chat_turn(
-                self.app[POOL], creator_id=self.user_id, provider=provider, config_name=frame["llm_name"],
-                api_key=known_key, session_id=self.session_id, title=message[:TITLE_LENGTH] or "New Chat",
-                request_id=request_id, message=message, file_ids=_uuids(frame["files"]))
-            if turn["provider_id"] is None:
-                await self.close(f"Provider {provider} does not exist", 1003)
-            if turn["config_id"] is None:
-                await self.close(f"Config {frame['llm_name']} does not exist", 1003)
-            if turn["ready"]:
-                break
-            # A key this socket has not decrypted yet: check it before anything is written.
-            known_key = turn["api_key"]
-            if known_key is not None:
-                try:
-                    await secrets.decrypt(known_key, secret)
-                except secrets.InvalidCiphertext:
-                    await self.close(DECRYPT_FAILED, 1000)
-        else:
-            raise RuntimeError("the provider's key kept changing")
-        if not turn["stored"]:
-            # Another user created this session id after the handshake (D28 holds past it too).
-            await self.close(FOREIGN_SESSION, 1008)
-        if known_key is None:
-            return turn, None
-        self.verified_keys[provider] = known_key
-        return turn, await secrets.decrypt(known_key, secret)  # memoised: no scrypt here
-
-    async def _invoke_and_store(self, turn: Any, api_key: str | None,
-                                request_id: uuid.UUID) -> tuple[dict[str, Any], Invocation]:
-        """Steps 7-11: invoke, store the answer (a failure shaped as one), collect result files."""
-        payload = {"session_id": str(self.session_id), "user_id": str(self.user_id),
-                   "configs": _configs(turn, api_key), "files": turn["files"], "timestamp": int(time.time())}
-        result = await self.app[INVOKER].invoke(payload, request_id, self.session_id)
-        response = _answer_object(result)
-        content = response if isinstance(response, str) else json.dumps(response)
-        finished = await queries.finish_chat_turn(self.app[POOL], session_id=self.session_id,
-                                                  creator_id=self.user_id, request_id=request_id, content=content)
-        files = finished["files"]
-        if files:
-            present = await self.app[FILES].existing(f["internal_name"] for f in files)
-            files = [f for f in files if f["internal_name"] in present]
-        answer: dict[str, Any] = {"type": "agent_response", "response": {
-            "execution_time": result.execution_time if result.is_success else 0.0, "response": response,
-            "request_id": str(request_id), "session_id": str(self.session_id), "files": files}}
-        if (trace_id := tracing.trace_id()) is not None:
-            answer["response"]["trace_id"] = trace_id  # additive: only while tracing is on
-        return answer, result
 
 
 VIEWS = (ChatSocketView,)

@@ -182,6 +182,9 @@ async def on_log(bus: Bus, payload: dict[str, Any]) -> None:
     row = await queries.create_log(bus.pool, session_id=session_id, request_id=request_id, agent_id=sender,
                                    agent_uuid=_as_uuid(sender), message=message, log_level=event["log_level"])
     tracing.agent_log(str(request_id), sender, event["log_level"], message)
+    # A step of a run in flight (HTTP or WebSocket): numbered with the run's other events.
+    await queries.append_run_log(bus.pool, session_id=session_id, request_id=request_id,
+                                 data=json.dumps(dict(row), default=str))
     owner = row["creator_id"]
     if owner is not None:
         # Awaited, so the pushes of a request are stored in the order its lines arrived; the

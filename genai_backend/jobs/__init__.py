@@ -14,7 +14,13 @@ from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
 from genai_backend.discovery.client import DISCOVERY
 from genai_backend.jobs.refresh import refresh_tools
-from genai_backend.jobs.retention import delete_expired_logs, prune_catalogue_changes, prune_pushes
+from genai_backend.jobs.retention import (
+    ABANDONED_MARGIN,
+    delete_expired_logs,
+    prune_catalogue_changes,
+    prune_pushes,
+    prune_run_events,
+)
 from genai_backend.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,7 @@ MIN_REFRESH_PERIOD = 1.0
 RETENTION_FIRST_DELAY = 60.0
 RETENTION_PERIOD = 3600.0
 PUSH_PRUNE_PERIOD = 60.0
+RUN_PRUNE_PERIOD = 600.0
 
 
 async def run_periodically(name: str, job: Callable[[], Awaitable[object]], *, first_delay: float,
@@ -66,6 +73,13 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(
             run_periodically("push pruning", lambda: prune_pushes(pool), first_delay=PUSH_PRUNE_PERIOD,
                              period=PUSH_PRUNE_PERIOD), name="push pruning"))
+        # No master-agent timeout (0): a run may legitimately run for ever, none is abandoned.
+        timeout = settings.master_agent_timeout
+        abandoned = timeout + ABANDONED_MARGIN if timeout > 0 else None
+        tasks.append(asyncio.create_task(
+            run_periodically("run event pruning", lambda: prune_run_events(pool, abandoned_after=abandoned),
+                             first_delay=RUN_PRUNE_PERIOD,
+                             period=RUN_PRUNE_PERIOD), name="run event pruning"))
         if settings.log_retention_days > 0:  # 0 keeps logs forever
             tasks.append(asyncio.create_task(
                 run_periodically("log retention", retention, first_delay=RETENTION_FIRST_DELAY,

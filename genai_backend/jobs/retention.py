@@ -12,7 +12,7 @@ import asyncpg
 
 from genai_backend.catalogues import MAX_AGE
 from genai_backend.db import queries
-from genai_backend.jobs.locks import PRUNE_LOCK, PUSHES_LOCK, RETENTION_LOCK, job_lock
+from genai_backend.jobs.locks import PRUNE_LOCK, PUSHES_LOCK, RETENTION_LOCK, RUN_EVENTS_LOCK, job_lock
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,29 @@ async def prune_pushes(pool: asyncpg.Pool, older_than: float = PUSH_RETENTION) -
         if not locked:
             return None
         deleted: int = await queries.prune_pushes(pool, older_than_seconds=older_than)
+        return deleted
+
+
+# A run's events serve streams and resumption; a day after it ended nobody resumes it. The run
+# itself (state, answer, idempotency) stays.
+RUN_EVENT_RETENTION = 24 * 3600.0
+
+
+# Beyond the master-agent timeout: a run still running after that lost its process.
+ABANDONED_MARGIN = 300.0
+ABANDONED = '{"detail": "Unexpected error occured. Try again later", "reason": "abandoned"}'
+
+
+async def prune_run_events(pool: asyncpg.Pool, older_than: float = RUN_EVENT_RETENTION,
+                           abandoned_after: float | None = None) -> int | None:
+    """Delete the events of runs that ended over `older_than` seconds ago, after ending the runs
+    older than `abandoned_after` seconds that are still running; None when another instance is at it."""
+    async with job_lock(pool, RUN_EVENTS_LOCK) as locked:
+        if not locked:
+            return None
+        if abandoned_after is not None:
+            failed: int = await queries.fail_abandoned_runs(pool, older_than_seconds=abandoned_after, data=ABANDONED)
+            if failed:
+                log.warning("ended %d abandoned runs as failed", failed)
+        deleted: int = await queries.prune_run_events(pool, older_than_seconds=older_than)
         return deleted

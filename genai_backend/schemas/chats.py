@@ -50,6 +50,7 @@ class ChatFrameSchema(RequestSchema):
     provider = Str(required=True)
     llm_name = Str(required=True)
     files = List(Str(), load_default=list)
+    request_id = Uuid(load_default=None, metadata={"description": "optional: makes a retried send safe"})
 
 
 # --- responses -----------------------------------------------------------------------------------
