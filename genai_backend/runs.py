@@ -179,8 +179,12 @@ class Runs:
         """Claim the run and start it, or find the earlier send with this request id."""
         digest = body_hash(session_id, frame)
         request_id = request_id or uuid.uuid4()
-        row = await queries.claim_run(self.pool, id=uuid.uuid4(), user_id=user_id, session_id=session_id,
-                                      request_id=request_id, body_hash=digest)
+        row = None
+        while row is None:
+            # None when a concurrent send claimed the id in between: its insert made ours a no-op,
+            # but it committed after this statement's snapshot was taken. The next try sees it.
+            row = await queries.claim_run(self.pool, id=uuid.uuid4(), user_id=user_id, session_id=session_id,
+                                          request_id=request_id, body_hash=digest)
         if not row["created"]:
             if bytes(row["body_hash"]) != digest:
                 raise RunConflict("request_id was already used with a different message")
