@@ -107,7 +107,7 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, metered: bool = False) -> asyncpg.Pool:
     # Timestamps are naive UTC throughout the contract, so the session clock must be UTC.
-    # First come, first served (fairpool.py): asyncpg's own pool let some requests wait 30-50 x p50.
+    # First come, first served (fairpool.py): asyncpg's own pool let some requests wait 25-30 x p50.
     pool_class = metrics.metered_pool_class(FairPool) if metered else FairPool
     # asyncpg.create_pool's own defaults: Pool() takes them all as required keywords.
     pool = await pool_class(dsn, min_size=min_size, max_size=max_size, max_queries=50000,

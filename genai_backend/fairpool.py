@@ -11,10 +11,11 @@ import asyncpg
 class FifoGate:
     """At most `size` holders at a time; a freed place goes straight to the oldest waiter.
 
-    asyncio's own primitives wake a waiter and let it take the freed place when it next runs;
-    whoever runs in between (a request that just arrived) can take it first, and the woken waiter
-    queues again at the back. Under load some requests lost that race many times in a row: p99
-    at 30-50 x p50. Here the place is given, not offered, so nobody can overtake.
+    asyncio.Queue (which asyncpg's pool hands its connections out through) wakes a waiter and
+    lets it take the freed item when it next runs; whoever runs in between (a request that just
+    arrived) can take it first, and the woken waiter queues again at the back. Under load some
+    requests lost that race many times in a row: GET /api/chats at c=128 had p99 at 25-30 x p50.
+    Here the place is given, not offered, so nobody can overtake.
     """
 
     __slots__ = ("_free", "_waiters")

@@ -252,7 +252,7 @@ def metered_pool_class(base: Any) -> Any:
 
         async def _acquire(self, timeout: float | None) -> Any:
             # Every acquire goes through here (`async with pool.acquire()` and awaited acquires),
-            # and the wait at the pool's gate (db.FairPool) counts.
+            # and the wait at the pool's gate (fairpool.FairPool) counts.
             LIVE.pool_waiting += 1
             started = time.perf_counter()
             try:
