@@ -15,6 +15,7 @@ from aiohttp import web
 from aiosql.adapters.asyncpg import AsyncPGAdapter
 
 from genai_backend.config import SETTINGS, ConfigError
+from genai_backend.fairpool import FairPool
 from genai_backend.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,14 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10, metered: bool = False) -> asyncpg.Pool:
     # Timestamps are naive UTC throughout the contract, so the session clock must be UTC.
-    factory = metrics.create_metered_pool if metered else asyncpg.create_pool
-    pool = await factory(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                         server_settings={"timezone": "UTC", "application_name": "genai-backend"},
-                         command_timeout=60, reset=_reset_connection)
+    # First come, first served (fairpool.py): asyncpg's own pool let some requests wait 25-30 x p50.
+    pool_class = metrics.metered_pool_class(FairPool) if metered else FairPool
+    # asyncpg.create_pool's own defaults: Pool() takes them all as required keywords.
+    pool = await pool_class(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
+                            max_inactive_connection_lifetime=300.0, loop=None,
+                            connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                            init=_init_connection, reset=_reset_connection, command_timeout=60,
+                            server_settings={"timezone": "UTC", "application_name": "genai-backend"})
     assert pool is not None
     return pool
 

@@ -187,6 +187,8 @@ async def bench_http(http: aiohttp.ClientSession, base: str, bare: str, data: di
                                               headers=data["headers"])),
         # Not parsed: decoding 57 KB per answer would load the generator, not the server.
         ("GET /openapi.json", lambda: get_document(http, f"{base}/openapi.json")),
+        ("GET /api/chats", lambda: get_json(http, f"{base}/api/chats", lambda b: len(b["chats"]) == 1,
+                                            headers=data["headers"])),
         ("GET /api/chat", lambda: get_json(
             http, f"{base}/api/chat?session_id={data['session_id']}&per_page=5",
             lambda b: b["total_count"] == 200 and len(b["items"]) == 5, headers=data["headers"])),

@@ -4,11 +4,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import cast
 
 import jwt
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from genai_backend.auth.middleware import KNOWN_USERS
+from genai_backend.auth.middleware import KNOWN_USERS, KnownUsers
 from genai_backend.config import SETTINGS
 from tests.conftest import User
 
@@ -174,3 +177,28 @@ async def test_default_master_key_only_from_loopback(aiohttp_server, settings, u
                         assert await resp.json() == {
                             "detail": "You must provide x-api-key header if user_id query parameter is provided."}
         await server.close()
+
+
+async def test_concurrent_checks_of_an_expired_user_share_one_lookup(database_dsn: str, user: User) -> None:
+    from types import SimpleNamespace
+
+    from genai_backend.db import POOL, create_pool
+
+    known = KnownUsers()
+    pool = await create_pool(database_dsn, 1, 1)
+    try:
+        async with asyncio.timeout(20):
+            request = cast(web.Request, SimpleNamespace(app={POOL: pool}))
+            held = await pool.acquire()  # every lookup now waits at the pool's gate, where we count them
+            checks = [asyncio.create_task(known.exists(request, uuid.UUID(user.id))) for _ in range(5)]
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert pool.gate.waiting == 1
+            checks[0].cancel()  # a caller giving up leaves the shared lookup to the others
+            await pool.release(held)
+            assert await asyncio.gather(*checks[1:]) == [True] * 4
+            with pytest.raises(asyncio.CancelledError):
+                await checks[0]
+            assert await known.exists(request, uuid.UUID(user.id))  # cached now
+    finally:
+        pool.terminate()

@@ -244,15 +244,15 @@ APP_VALUES = _AppCollector()
 REGISTRY.register(APP_VALUES)
 
 
-def create_metered_pool(dsn: str, **kwargs: Any) -> Any:
-    """`asyncpg.create_pool(dsn, **kwargs)`, with acquire latency and waiting acquirers measured."""
-    import asyncpg
+def metered_pool_class(base: Any) -> Any:
+    """A subclass of the pool class `base` with acquire latency and waiting acquirers measured."""
 
-    class MeteredPool(asyncpg.Pool):
+    class MeteredPool(base):
         __slots__ = ()
 
         async def _acquire(self, timeout: float | None) -> Any:
-            # Every acquire goes through here (`async with pool.acquire()` and awaited acquires).
+            # Every acquire goes through here (`async with pool.acquire()` and awaited acquires),
+            # and the wait at the pool's gate (fairpool.FairPool) counts.
             LIVE.pool_waiting += 1
             started = time.perf_counter()
             try:
@@ -261,8 +261,4 @@ def create_metered_pool(dsn: str, **kwargs: Any) -> Any:
                 LIVE.pool_waiting -= 1
                 DB_ACQUIRE.observe(time.perf_counter() - started)
 
-    # asyncpg.create_pool's own defaults: Pool() takes them all as required keywords.
-    options: dict[str, Any] = {"max_queries": 50000, "max_inactive_connection_lifetime": 300.0, "loop": None,
-                               "connection_class": asyncpg.Connection, "record_class": asyncpg.Record}
-    options.update(kwargs)
-    return MeteredPool(dsn, **options)
+    return MeteredPool
