@@ -128,6 +128,20 @@ async def test_login_attempts_are_counted_by_outcome(client: TestClient) -> None
     assert value(after, "genai_password_hash_queue") == 0
 
 
+async def test_throttled_logins_are_counted(aiohttp_client: Any, settings: Settings) -> None:
+    client = await aiohttp_client(create_app(replace(settings, login_max_failures_per_account=1)))
+    resp = await client.post("/api/register", json={"username": "throttled", "password": PASSWORD})
+    assert resp.status == 200
+    before = await scrape(client)
+    statuses = [(await client.post("/api/login/access-token",
+                                   data={"username": "throttled", "password": "wrong password"})).status
+                for _ in range(3)]
+    assert statuses == [400, 429, 429]
+    after = await scrape(client)
+    assert value(after, "genai_login_attempts_total", outcome="throttled") - \
+        value(before, "genai_login_attempts_total", outcome="throttled") == 2
+
+
 async def test_chat_turn_metrics_and_open_sockets(aiohttp_client: Any, settings: Settings, router: RunningRouter,
                                                   password_hash: str) -> None:
     client = await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)

@@ -89,6 +89,7 @@ class LoginView(web.View):
         blocks = self.request.app[BLOCKS]
         keys = ("account", account), ("address", address)
         if wait := blocks.remaining(*keys):
+            metrics.login_attempt("throttled")
             raise TooManyRequests(TOO_MANY_LOGINS, wait)
         # Every attempt is counted before the hash (a burst cannot all slip in before the first
         # failure is recorded); a success takes its own count back.
@@ -100,11 +101,13 @@ class LoginView(web.View):
         if retry:
             for key, seconds in retry:
                 blocks.block(key, seconds)
+            metrics.login_attempt("throttled")
             raise TooManyRequests(TOO_MANY_LOGINS, max(seconds for _, seconds in retry))
         # Verify against a dummy hash for unknown users, so timing does not reveal who exists.
         try:
             ok = await verify_password(data["password"], row["password"] or DUMMY_HASH, key=account)
         except HashQueueFull:
+            metrics.login_attempt("busy")
             raise _busy() from None
         if row["id"] is None or not ok:
             metrics.login_attempt("failure")

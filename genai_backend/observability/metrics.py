@@ -93,13 +93,14 @@ LOG_FRAMES_DROPPED = Counter("genai_agent_log_frames_dropped",
 
 DB_UNAVAILABLE = Counter("genai_db_unavailable_answers", "503 answers given because the database was unreachable")
 
-LOGIN_ATTEMPTS = Counter("genai_login_attempts", "Logins by outcome: success, failure, throttled", ("outcome",))
+LOGIN_ATTEMPTS = Counter(
+    "genai_login_attempts", "Logins by outcome: success, failure, throttled (429), busy (503: hash queue full)", ("outcome",))
 
 JOB_RUNS = Counter("genai_job_runs", "Background job runs by job and outcome (success, failure)", ("job", "outcome"))
 JOB_DURATION = Histogram("genai_job_duration_seconds", "Background job run time", ("job",), buckets=JOB_BUCKETS)
 DISCOVERY_FAILURES = Counter("genai_discovery_failures", "MCP server or A2A card lookups that failed", ("kind",))
 
-for _outcome in ("success", "failure", "throttled"):
+for _outcome in ("success", "failure", "throttled", "busy"):
     LOGIN_ATTEMPTS.labels(_outcome)
 for _kind in ("mcp", "a2a"):
     DISCOVERY_FAILURES.labels(_kind)
@@ -119,7 +120,7 @@ LIVE = _Live()
 
 
 def login_attempt(outcome: str) -> None:
-    """Count one login: "success", "failure" or "throttled"."""
+    """Count one login: "success", "failure", "throttled" or "busy"."""
     LOGIN_ATTEMPTS.labels(outcome).inc()
 
 
