@@ -54,11 +54,14 @@ def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
     Truncating while an app still holds a transaction would block (and a rollback per test would
     hide bugs, since the app uses several connections at once).
     """
+    # Both looked up now: pytest no longer lets a teardown ask for a fixture the test did not use.
+    touched = "database_dsn" in request.fixturenames
+    dsn = request.getfixturevalue("database_dsn") if touched else ""
+    truncate = request.getfixturevalue("_truncate_sql") if touched else ""
     yield
-    if "database_dsn" in request.fixturenames:
-        dsn = request.getfixturevalue("database_dsn")
+    if touched:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(request.getfixturevalue("_truncate_sql"))
+            conn.execute(truncate)
 
 
 @pytest.fixture
