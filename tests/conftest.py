@@ -1,7 +1,10 @@
 """Shared fixtures: one embedded PostgreSQL per session, a migrated database, an app per test."""
 from __future__ import annotations
 
+import asyncio
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -16,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from genai_backend.app import create_app
 from genai_backend.config import Settings
 from genai_backend.embedded_db import EmbeddedPostgres
+from genai_backend.migrations import apply_migrations
 from tests.pg import embedded_server, throwaway_database
 
 # Tables kept between tests: yoyo's bookkeeping (the schema must survive truncation).
@@ -169,3 +173,17 @@ async def user(client: TestClient, password_hash: str) -> User:
 @pytest.fixture
 async def other_user(client: TestClient, password_hash: str) -> User:
     return await make_user(client, password_hash)
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[EmbeddedPostgres]:
+    """A migrated server of the test's own, for tests that stop and start it under the service."""
+    root = Path(tempfile.mkdtemp(prefix="genai-own-pg-"))
+    server = EmbeddedPostgres(root / "pgdata")
+    dsn = await asyncio.to_thread(server.start)
+    await asyncio.to_thread(apply_migrations, dsn)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop, True)
+        shutil.rmtree(root, ignore_errors=True)

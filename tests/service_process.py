@@ -1,6 +1,7 @@
 """`genai-backend` as a real process for tests: its environment, its log, and the URL it says it serves on."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import psutil
 
 from genai_backend.embedded_db import EmbeddedPostgres
@@ -129,3 +131,20 @@ def postgres_running(pgdata: Path) -> bool:
         if proc.info["name"] == "postgres" and str(pgdata) in " ".join(proc.info["cmdline"] or []):
             return True
     return False
+
+
+async def wait_until_ready(http: aiohttp.ClientSession, base: str, proc: asyncio.subprocess.Process | None = None,
+                           log_path: Path | None = None, timeout: float = 60) -> None:
+    """Poll `base`/ready until 200; fail with the process's log if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(f"{base}/ready") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        alive = proc is None or proc.returncode is None
+        detail = log_path.read_text() if log_path is not None and log_path.exists() else "service never became ready"
+        assert alive and time.monotonic() < deadline, detail
+        await asyncio.sleep(0.1)

@@ -6,7 +6,6 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,28 +15,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
-import pytest
 
 from genai_backend.app import create_app
 from genai_backend.config import Settings
 from genai_backend.embedded_db import EmbeddedPostgres
-from genai_backend.migrations import apply_migrations
 from tests.conftest import PASSWORD
+from tests.service_process import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[EmbeddedPostgres]:
-    """A server of this test's own: it is stopped and started under the service."""
-    root = Path(tempfile.mkdtemp(prefix="genai-fault-pg-"))
-    server = EmbeddedPostgres(root / "pgdata")
-    dsn = await asyncio.to_thread(server.start)
-    await asyncio.to_thread(apply_migrations, dsn)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop, True)
 
 
 async def test_database_restart_under_writes_loses_no_acknowledged_write(
@@ -126,16 +111,7 @@ async def test_sigterm_closes_sockets_removes_partial_uploads_and_stops_postgres
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    async with http.get(f"{base}/ready") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "service never became ready"
-                await asyncio.sleep(0.1)
+            await wait_until_ready(http, base)
             async with http.post(f"{base}/api/register", json={"username": "u", "password": PASSWORD}) as resp:
                 assert resp.status == 200
             async with http.post(f"{base}/api/login/access-token",

@@ -39,6 +39,7 @@ from tests.bus_fixtures import backend_on_router
 from tests.chat_fixtures import chat_frame, open_socket, receive_reply, setup_llm
 from tests.conftest import PASSWORD, User, make_user
 from tests.router_double import MASTER_SERVER_ML, RunningRouter
+from tests.service_process import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -285,16 +286,7 @@ def test_log_format_json_makes_every_line_of_the_process_json(database_dsn: str,
 
 async def _register_and_log(base: str) -> None:
     async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                async with http.get(f"{base}/ready") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, "service never became ready"
-            await asyncio.sleep(0.1)
+        await wait_until_ready(http, base)
         username = f"json_{uuid.uuid4().hex[:8]}"
         async with http.post(f"{base}/api/register", json={"username": username, "password": PASSWORD}) as resp:
             assert resp.status == 200

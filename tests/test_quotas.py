@@ -25,6 +25,7 @@ from genai_backend.auth import passwords
 from genai_backend.config import Settings
 from genai_backend.quotas import BLOCKS
 from tests.conftest import PASSWORD, User, login, register_user, with_settings
+from tests.service_process import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,16 +176,7 @@ async def _service(database_dsn: str, tmp: Path, secret: str, name: str) -> Asyn
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    async with http.get(f"{base}/ready") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert proc.returncode is None and time.monotonic() < deadline, (tmp / f"{name}.log").read_text()
-                await asyncio.sleep(0.1)
+            await wait_until_ready(http, base, proc, tmp / f"{name}.log")
         yield base, proc
     finally:
         if proc.returncode is None:

@@ -24,7 +24,6 @@ from genai_backend.config import Settings
 from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.fanout import FANOUT
 from genai_backend.jobs.retention import prune_pushes
-from genai_backend.migrations import apply_migrations
 from genai_backend.sockets import SOCKETS
 from tests.agents_helpers import RunningAgent, invoke, run_agent
 from tests.bus_fixtures import FakeSocket, wait_for
@@ -306,19 +305,6 @@ async def _true_async(value: Awaitable[set[str]], expected: set[str]) -> bool:
 
 
 # --- database restart ------------------------------------------------------------------------
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="genai-scale-pg-"))
-    server = EmbeddedPostgres(root / "pgdata")
-    dsn = await asyncio.to_thread(server.start)
-    await asyncio.to_thread(apply_migrations, dsn)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop, True)
-        shutil.rmtree(root, ignore_errors=True)
-
 
 async def test_database_restart_under_load_two_instances_recover_and_keep_writes(
         spawn: Spawn, own_postgres: EmbeddedPostgres, router: RunningRouter, http: aiohttp.ClientSession) -> None:
