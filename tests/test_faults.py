@@ -119,6 +119,11 @@ async def test_sigterm_closes_sockets_removes_partial_uploads_and_stops_postgres
                 token = (await resp.json())["access_token"]
             sockets = [await http.ws_connect(f"{base.replace('http', 'ws')}/frontend/ws?token={token}")
                        for _ in range(3)]
+            # An answered frame proves each socket's view is registered and reading; the 101 alone
+            # can reach us before that, and only registered sockets get the 1001 at shutdown.
+            for ws in sockets:
+                await ws.send_str("{}")
+                assert "error" in await ws.receive_json(timeout=15)
 
             async def slow_body() -> AsyncIterator[bytes]:
                 head = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
@@ -138,7 +143,7 @@ async def test_sigterm_closes_sockets_removes_partial_uploads_and_stops_postgres
                 msg = await ws.receive(timeout=15)
                 assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
                 codes.append(ws.close_code)
-            assert codes == [1001, 1001, 1001]
+            assert codes == [1001, 1001, 1001], (tmp_path / "service.log").read_text()[-4000:]
             try:
                 await asyncio.wait_for(upload, 15)
             except (TimeoutError, aiohttp.ClientError, ConnectionError):

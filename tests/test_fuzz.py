@@ -13,6 +13,12 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
+
+# Imported now, at collection, not lazily inside from_url() while the live server's thread runs:
+# pytest rewrites schemathesis' modules (it is a pytest plugin) with ast.parse, and CPython 3.11's
+# AST constructor keeps its recursion depth in global state, so a parse racing another thread's
+# can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+import schemathesis.specs.openapi.schemas  # noqa: F401
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import checks
