@@ -6,6 +6,7 @@ from types import ModuleType
 
 from aiohttp import web
 
+from genai_backend.answers import ANSWERS, Answers
 from genai_backend.api import (
     a2a_agents,
     agents,
@@ -88,7 +89,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     set_queue_limit(settings.password_queue_max)
     app[SOCKETS] = SocketRegistry()
-    app[CATALOGUES] = Catalogues()
+    app[ANSWERS] = Answers()
+    app[CATALOGUES] = Catalogues(app[ANSWERS])
     app[KNOWN_USERS] = KnownUsers()
     app[SOCKET_SLOTS] = SocketSlots()
     app[BLOCKS] = Blocks()

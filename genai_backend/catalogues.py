@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from genai_backend.answers import Answer, Answers, Items
 from genai_backend.db import queries
 
 # Bounds on memory: most owners have one or two query variants in use.
@@ -26,7 +27,8 @@ MAX_BODY = 1024 * 1024
 # Older answers are rebuilt; rows of catalogue_changes older than twice this are pruned.
 MAX_AGE = 600.0
 
-Build = Callable[[asyncpg.Connection], Awaitable[bytes]]
+# Adds the answer's rows to the items and returns items.array(...) (genai_backend/answers.py).
+Build = Callable[[asyncpg.Connection, Items], Awaitable[Answer]]
 
 
 @dataclass(slots=True)
@@ -37,7 +39,8 @@ class _Entry:
 
 
 class Catalogues:
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_age: float = MAX_AGE) -> None:
+    def __init__(self, answers: Answers, max_entries: int = MAX_ENTRIES, max_age: float = MAX_AGE) -> None:
+        self.answers = answers
         self.max_entries = max_entries
         self.max_age = max_age
         self._entries: OrderedDict[tuple[Hashable, ...], _Entry] = OrderedDict()
@@ -45,22 +48,28 @@ class Catalogues:
         self.misses = 0
 
     async def answer(self, pool: asyncpg.Pool, creator_id: uuid.UUID, variant: tuple[Hashable, ...],
-                     build: Build) -> bytes:
+                     build: Build) -> Answer:
         """The body `build` would give for this owner and query variant, built again only if needed."""
         key = (creator_id, *variant)
-        async with pool.acquire() as conn:
-            entry = self._entries.get(key)
-            if entry is not None and time.monotonic() - entry.stored_at < self.max_age:
-                if not await queries.catalogue_changed_since(conn, creator_id=creator_id, snapshot=entry.snapshot):
-                    self._entries.move_to_end(key)
-                    self.hits += 1
-                    return entry.body
-            # REPEATABLE READ: every statement of `build` sees the snapshot recorded with it.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                snapshot = await queries.current_snapshot(conn)
-                body = await build(conn)
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.stored_at < self.max_age:
+            async with pool.acquire() as conn:
+                changed = await queries.catalogue_changed_since(conn, creator_id=creator_id, snapshot=entry.snapshot)
+            if not changed:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.body
+
+        async def attempt(items: Items) -> tuple[Answer, str]:
+            async with pool.acquire() as conn:
+                # REPEATABLE READ: every statement of `build` sees the snapshot recorded with it.
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    snapshot = await queries.current_snapshot(conn)
+                    return await build(conn, items), snapshot
+
+        body, snapshot = await self.answers.build(attempt)
         self.misses += 1
-        if len(body) <= MAX_BODY:
+        if isinstance(body, bytes) and len(body) <= MAX_BODY:
             # Two concurrent misses may both store; either answer is right for its own snapshot.
             self._entries[key] = _Entry(body, snapshot, time.monotonic())
             self._entries.move_to_end(key)

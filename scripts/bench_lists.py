@@ -3,7 +3,8 @@
 One user registers `--agents` agents whose descriptions and input schemas fill most of a 1 MiB
 request body each; then `--concurrency` clients GET /api/agents/?limit=1000 (the maximum page) at
 once, `--rounds` times, while the service's RSS is sampled every 10 ms. Also checks that a page
-size over the maximum is refused with 422. Prints RSS idle, after loading, and the peak, in MiB.
+size over the maximum is refused with 422. Prints RSS idle, after loading, and the peak, in MiB,
+and the peak as a ratio to its floor: the loaded process plus LANES large answers (answers.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from contextlib import AsyncExitStack
 import aiohttp
 import psutil
 from benchkit import ROOT, start_world, wait_ready
+
+from genai_backend.answers import LANES
 
 PASSWORD = "Bench-pass1!"
 
@@ -102,6 +105,9 @@ async def main() -> None:
         print(f"answer {max(sizes) / mib:.1f} MiB, {args.rounds} rounds of {args.concurrency} in {took:.1f} s")
         print(f"RSS MiB: idle {idle / mib:.0f}, loaded {loaded / mib:.0f}, peak during the lists {peak[0] / mib:.0f}, "
               f"after {after / mib:.0f}")
+        # The floor for this load: at most LANES large answers are in memory at once (answers.py).
+        floor = loaded + LANES * max(sizes)
+        print(f"peak / (loaded + {LANES} lanes x answer) = {peak[0] / floor:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from genai_backend.answers import Answer, Answers, Items
 from genai_backend.catalogues import CATALOGUES, Catalogues
 from genai_backend.config import SETTINGS
 from genai_backend.db import POOL
@@ -146,13 +147,13 @@ async def test_concurrent_readers_during_writes_end_on_the_last_state(client: Te
 
 
 async def test_entries_are_bounded_and_old_ones_rebuilt(client: TestClient, user: User, db) -> None:
-    small = Catalogues(max_entries=2, max_age=0.0)
+    small = Catalogues(Answers(), max_entries=2, max_age=0.0)
     pool = client.app[POOL]
     built = []
 
-    async def build(conn: asyncpg.Connection) -> bytes:
+    async def build(conn: asyncpg.Connection, items: Items) -> Answer:
         built.append(1)
-        return b"[]"
+        return items.array()
 
     for variant in ("a", "b", "c", "c"):
         assert await small.answer(pool, uuid.UUID(user.id), (variant,), build) == b"[]"

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
+from genai_backend.answers import ANSWERS, respond
 from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.discovery.a2a import CardUnavailable
@@ -79,9 +80,10 @@ class A2AAgentsView(web.View):
     @docs(tags=["a2a"], summary="Your A2A agents (active or not), newest first, at most 100")
     @auth(USER, scope=READ)
     @response_schema(A2AAgentSchema(many=True), 200)
-    async def get(self) -> web.Response:
-        rows = queries.list_a2a_cards(self.request.app[POOL], creator_id=self.request[USER_ID])
-        return json_response([dict(row) async for row in rows])
+    async def get(self) -> web.StreamResponse:
+        answer = await self.request.app[ANSWERS].rows(
+            self.request.app[POOL], queries.list_a2a_cards, creator_id=self.request[USER_ID])
+        return await respond(self.request, answer)
 
 
 class A2AAgentView(web.View):

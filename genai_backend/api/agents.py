@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
+from genai_backend.answers import Answer, Items, respond
 from genai_backend.auth.middleware import DUAL, MANAGE, READ, USER, USER_ID, USER_OR_AGENT, auth
 from genai_backend.auth.tokens import issue_agent_token
 from genai_backend.catalogues import CATALOGUES
@@ -19,7 +20,7 @@ from genai_backend.discovery.urls import UrlError, normalise_url
 from genai_backend.errors import BadRequestError, ServerError
 from genai_backend.flows_state import reevaluate_flows
 from genai_backend.naming import normalise_name, with_unique_alias
-from genai_backend.responses import encode, encoded_json_response, json_response, no_content
+from genai_backend.responses import json_response, no_content
 from genai_backend.schemas.agents import (
     ActiveListSchema,
     ActiveQuerySchema,
@@ -142,7 +143,7 @@ class AgentsView(web.View):
     @auth(USER_OR_AGENT, scope=READ)
     @query(AgentListQuerySchema)
     @response_schema(AgentItemSchema(many=True), 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         creator_id = self.request[USER_ID]
         offset, limit = clamp(q["offset"]), clamp(q["limit"])
@@ -153,14 +154,14 @@ class AgentsView(web.View):
         else:
             listing, match = queries.list_agents, {}
 
-        async def build(conn: asyncpg.Connection) -> bytes:
-            rows = listing(conn, creator_id=creator_id, offset=offset, limit=limit, **match)
-            return encode([dict(row) async for row in rows])
+        async def build(conn: asyncpg.Connection, items: Items) -> Answer:
+            await items.fetch(conn, listing, creator_id=creator_id, offset=offset, limit=limit, **match)
+            return items.array()
 
         # The parameter's name tells the listings apart: `name` and `pattern` never share a key.
         variant = ("agents", *match.items(), offset, limit)
         body = await self.request.app[CATALOGUES].answer(self.request.app[POOL], creator_id, variant, build)
-        return encoded_json_response(body)
+        return await respond(self.request, body)
 
 
 class ActiveAgentsView(web.View):
@@ -171,20 +172,19 @@ class ActiveAgentsView(web.View):
     @query(ActiveQuerySchema)
     @response_schema(ActiveListSchema, 200)
     @response_schema(DetailSchema, 400, description="Credential mix-up (README §3)")
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         creator_id = self.request[USER_ID]
         agent_type, offset, limit = q["agent_type"], clamp(q["offset"]), clamp(q["limit"])
 
-        async def build(conn: asyncpg.Connection) -> bytes:
-            rows = queries.list_active_connections(
-                conn, creator_id=creator_id, agent_type=agent_type, offset=offset, limit=limit)
-            items = [active_item(row) async for row in rows]
-            return encode({"count_active_connections": len(items), "active_connections": items})
+        async def build(conn: asyncpg.Connection, items: Items) -> Answer:
+            await items.fetch(conn, queries.list_active_connections, active_item,
+                              creator_id=creator_id, agent_type=agent_type, offset=offset, limit=limit)
+            return items.array({"count_active_connections": items.count}, "active_connections")
 
         body = await self.request.app[CATALOGUES].answer(
             self.request.app[POOL], creator_id, ("active", agent_type, offset, limit), build)
-        return encoded_json_response(body)
+        return await respond(self.request, body)
 
 
 class FrontendAgentsView(web.View):
@@ -194,17 +194,17 @@ class FrontendAgentsView(web.View):
     @auth(USER_OR_AGENT, scope=READ)
     @query(FrontendQuerySchema)
     @response_schema(AgentItemSchema(many=True), 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         is_active = self.request["query"].get("is_active")
         creator_id = self.request[USER_ID]
 
-        async def build(conn: asyncpg.Connection) -> bytes:
-            rows = queries.list_agents_frontend(conn, creator_id=creator_id, is_active=is_active)
-            return encode([dict(row) async for row in rows])
+        async def build(conn: asyncpg.Connection, items: Items) -> Answer:
+            await items.fetch(conn, queries.list_agents_frontend, creator_id=creator_id, is_active=is_active)
+            return items.array()
 
         body = await self.request.app[CATALOGUES].answer(
             self.request.app[POOL], creator_id, ("frontend", is_active), build)
-        return encoded_json_response(body)
+        return await respond(self.request, body)
 
 
 class AgentView(web.View):

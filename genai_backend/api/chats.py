@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from yarl import URL
 
+from genai_backend.answers import ANSWERS, Answer, Items, respond
 from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, DUAL, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
@@ -34,15 +35,15 @@ def page_url(url: URL, page: int) -> str:
     return str(url.with_query(params + [("page", str(page))]))
 
 
-def page_envelope(url: URL, page: int, per_page: int, total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+def page_head(url: URL, page: int, per_page: int, total: int) -> dict[str, Any]:
+    """A page's envelope but for its `items`, which follow it (README "Pagination")."""
     # per_page=0 is an empty page with no neighbours, not a division by zero (D15).
     pages = math.ceil(total / per_page) if per_page else 0
     has_next = per_page > 0 and page < pages
     has_previous = per_page > 0 and page != 1 and page <= pages + 1
     return {"total_count": total,
             "next_page": page_url(url, page + 1) if has_next else None,
-            "previous_page": page_url(url, page - 1) if has_previous else None,
-            "items": items}
+            "previous_page": page_url(url, page - 1) if has_previous else None}
 
 
 class ChatsView(web.View):
@@ -52,11 +53,17 @@ class ChatsView(web.View):
     @auth(USER, scope=CHAT_OR_READ)
     @query(ChatListQuerySchema)
     @response_schema(ChatListSchema, 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
-        rows = queries.list_chats(self.request.app[POOL], creator_id=self.request[USER_ID],
+        pool = self.request.app[POOL]
+
+        async def attempt(items: Items) -> Answer:
+            async with pool.acquire() as conn, conn.transaction(readonly=True):
+                await items.fetch(conn, queries.list_chats, creator_id=self.request[USER_ID],
                                   offset=clamp(q["offset"]), limit=clamp(q["limit"]))
-        return json_response({"chats": [dict(row) async for row in rows]})
+            return items.array({}, "chats")
+
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
 
     @docs(tags=["chats"], summary="Create a conversation (the WebSocket normally does)")
     @auth(USER, scope=CHAT)
@@ -80,15 +87,28 @@ class ChatView(web.View):
     @auth(DUAL, scope=CHAT_OR_READ)
     @query(ChatHistoryQuerySchema)
     @response_schema(ChatHistorySchema, 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         page, per_page = q["page"], q["per_page"]
-        rows = [row async for row in queries.list_chat_messages(
-            self.request.app[POOL], creator_id=self.request[USER_ID], session_id=q["session_id"],
-            offset=clamp((page - 1) * per_page), limit=clamp(per_page))]
-        items = [{key: row[key] for key in ("sender_type", "content", "request_id", "created_at")}
-                 for row in rows if row["sender_type"] is not None]
-        return json_response(page_envelope(self.request.url, page, per_page, rows[0]["total_count"], items))
+        pool = self.request.app[POOL]
+        total = 0
+
+        def message(row: asyncpg.Record) -> dict[str, Any] | None:
+            nonlocal total
+            # Every row carries the count; a chat with no messages is one row with no message.
+            total = row["total_count"]
+            if row["sender_type"] is None:
+                return None
+            return {key: row[key] for key in ("sender_type", "content", "request_id", "created_at")}
+
+        async def attempt(items: Items) -> Answer:
+            async with pool.acquire() as conn, conn.transaction(readonly=True):
+                await items.fetch(conn, queries.list_chat_messages, message, creator_id=self.request[USER_ID],
+                                  session_id=q["session_id"], offset=clamp((page - 1) * per_page),
+                                  limit=clamp(per_page))
+            return items.array(page_head(self.request.url, page, per_page, total), "items")
+
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
 
     @docs(tags=["chats"], summary="Rename a conversation")
     @auth(USER, scope=CHAT)

@@ -11,6 +11,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_apigami import docs, response_schema
 
+from genai_backend.answers import ANSWERS, respond
 from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, DUAL, USER_ID, USER_OR_AGENT, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError, BadRequestError, ServerError, ValidationFailed
@@ -272,11 +273,12 @@ class UserFilesView(web.View):
     @auth(USER_OR_AGENT, scope=CHAT_OR_READ)
     @query(FileListQuerySchema)
     @response_schema(FileSchema(many=True), 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
-        rows = queries.list_files(self.request.app[POOL], creator_id=self.request[USER_ID],
-                                  offset=clamp(q["offset"]), limit=clamp(q["limit"]))
-        return json_response([dict(row) async for row in rows])
+        answer = await self.request.app[ANSWERS].rows(
+            self.request.app[POOL], queries.list_files, creator_id=self.request[USER_ID],
+            offset=clamp(q["offset"]), limit=clamp(q["limit"]))
+        return await respond(self.request, answer)
 
 
 def content_type(mimetype: str) -> str:

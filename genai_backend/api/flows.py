@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
+from genai_backend.answers import ANSWERS, respond
 from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.db import POOL, queries
 from genai_backend.errors import BadRequestError
@@ -76,11 +77,12 @@ class FlowsView(web.View):
     @auth(USER, scope=READ)
     @query(FlowListQuerySchema)
     @response_schema(FlowObjectSchema(many=True), 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
-        rows = queries.list_flows(self.request.app[POOL], creator_id=self.request[USER_ID], flow_id=None,
-                                  offset=clamp(q["offset"]), limit=clamp(q["limit"]))
-        return json_response([dict(row) async for row in rows])
+        answer = await self.request.app[ANSWERS].rows(
+            self.request.app[POOL], queries.list_flows, creator_id=self.request[USER_ID], flow_id=None,
+            offset=clamp(q["offset"]), limit=clamp(q["limit"]))
+        return await respond(self.request, answer)
 
 
 class FlowView(web.View):

@@ -165,7 +165,8 @@ class _AppCollector(Collector):
         # The registry asks for names at registration, when the owners below are not importable yet.
         for name in ("genai_http_requests_in_flight", "genai_password_hash_queue", "genai_db_pool_waiting",
                      "genai_db_pool_size", "genai_db_pool_in_use", "genai_db_pool_max", "genai_chat_sockets_open",
-                     "genai_router_connected", "genai_router_state"):
+                     "genai_router_connected", "genai_router_state", "genai_large_answers_in_memory",
+                     "genai_large_answers_waiting"):
             yield GaugeMetricFamily(name, "")
         for name in ("genai_catalogue_cache_hits", "genai_catalogue_cache_misses", "genai_http_requests"):
             yield CounterMetricFamily(name, "")
@@ -174,6 +175,7 @@ class _AppCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         # Imported here: the owners of these values import this module for their call sites.
+        from genai_backend.answers import ANSWERS
         from genai_backend.bus import ROUTER_STATUS
         from genai_backend.catalogues import CATALOGUES
         from genai_backend.db import POOL
@@ -202,7 +204,7 @@ class _AppCollector(Collector):
         waiting = GaugeMetricFamily("genai_db_pool_waiting", "Tasks waiting for a pool connection now")
         waiting.add_metric([], LIVE.pool_waiting)
         yield waiting
-        size = in_use = maximum = sockets = hits = misses = 0
+        size = in_use = maximum = sockets = hits = misses = large = large_waiting = 0
         states = dict.fromkeys(ROUTER_STATES, 0)
         for app in self.apps:
             pool = app.get(POOL)
@@ -216,6 +218,10 @@ class _AppCollector(Collector):
             if catalogues is not None:
                 hits += catalogues.hits
                 misses += catalogues.misses
+            answers = app.get(ANSWERS)
+            if answers is not None:
+                large += answers.in_memory
+                large_waiting += answers.waiting
             status = app.get(ROUTER_STATUS)
             if status is not None and status.state in states:
                 states[status.state] += 1
@@ -224,7 +230,10 @@ class _AppCollector(Collector):
                                  ("genai_db_pool_max", "DB_POOL_SIZE: the pool's upper bound", maximum),
                                  ("genai_chat_sockets_open", "Open front-end chat WebSockets", sockets),
                                  ("genai_router_connected", "1 while the router session is connected",
-                                  states["connected"])):
+                                  states["connected"]),
+                                 ("genai_large_answers_in_memory", "List answers over LARGE_ANSWER being built or "
+                                  "sent now (at most the lanes)", large),
+                                 ("genai_large_answers_waiting", "Large list answers waiting for a lane", large_waiting)):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], value)
             yield gauge
