@@ -61,6 +61,8 @@ class Settings:
     router_backoff_max: float = 30.0
     # Per-user and per-address limits, shared by every process on the database (0 = no limit).
     max_sockets_per_user: int = 20
+    # Runs (chat turns over the WebSocket, HTTP and /v1) in flight per user, across the service.
+    max_runs_per_user: int = 20
     # A socket slot whose process stopped refreshing it counts no more after this many seconds.
     socket_slot_ttl: float = 8.0
     login_max_failures_per_account: int = 10
@@ -231,6 +233,7 @@ def resolve_secret_key(env: Mapping[str, str], dsn: str | None, data_dir: Path) 
 
 _LIMITS: dict[str, tuple[str, type[int] | type[float]]] = {
     "max_sockets_per_user": ("MAX_SOCKETS_PER_USER", int),
+    "max_runs_per_user": ("MAX_RUNS_PER_USER", int),
     "login_max_failures_per_account": ("LOGIN_MAX_FAILURES_PER_ACCOUNT", int),
     "login_max_failures_per_address": ("LOGIN_MAX_FAILURES_PER_ADDRESS", int),
     "login_throttle_window": ("LOGIN_THROTTLE_SECONDS", float),

@@ -25,8 +25,9 @@ from aiohttp import web
 
 from genai_backend.auth import secrets
 from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
-from genai_backend.config import SETTINGS
+from genai_backend.config import SETTINGS, Settings
 from genai_backend.db import DSN, POOL, queries
+from genai_backend.jobs.retention import ABANDONED_MARGIN
 from genai_backend.observability import tracing
 from genai_backend.storage import FILES
 from genai_backend.validation import FieldError, parse_uuid
@@ -63,6 +64,15 @@ class TurnRefused(Exception):
 
 class RunConflict(Exception):
     """The request id was used before with a different message."""
+
+
+class TooManyRuns(Exception):
+    """The user has MAX_RUNS_PER_USER runs in flight already (HTTP 429 with Retry-After)."""
+
+    retry_after = 5.0
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"Too many runs in progress: at most {cap} per user; send again when one has finished")
 
 
 @dataclass
@@ -161,6 +171,12 @@ def cancelled_answer(request_id: uuid.UUID, session_id: uuid.UUID) -> dict[str, 
         "request_id": str(request_id), "session_id": str(session_id), "files": []}}
 
 
+def _in_flight_window(settings: Settings) -> float:
+    """How long a running run counts against the cap: past it, the run is abandoned (retention job)."""
+    timeout = settings.master_agent_timeout
+    return timeout + ABANDONED_MARGIN if timeout > 0 else 10.0 ** 9
+
+
 class Runs:
     """This process's runs in flight, and the listener that wakes readers of any run's events."""
 
@@ -179,12 +195,7 @@ class Runs:
         """Claim the run and start it, or find the earlier send with this request id."""
         digest = body_hash(session_id, frame)
         request_id = request_id or uuid.uuid4()
-        row = None
-        while row is None:
-            # None when a concurrent send claimed the id in between: its insert made ours a no-op,
-            # but it committed after this statement's snapshot was taken. The next try sees it.
-            row = await queries.claim_run(self.pool, id=uuid.uuid4(), user_id=user_id, session_id=session_id,
-                                          request_id=request_id, body_hash=digest)
+        row = await self._claim(user_id, session_id, request_id, digest)
         if not row["created"]:
             if bytes(row["body_hash"]) != digest:
                 raise RunConflict("request_id was already used with a different message")
@@ -200,6 +211,29 @@ class Runs:
         self.tasks[row["id"]] = task
         task.add_done_callback(lambda _: self.tasks.pop(row["id"], None))
         return Submitted(row, True)
+
+    async def _claim(self, user_id: uuid.UUID, session_id: uuid.UUID, request_id: uuid.UUID, digest: bytes) -> Any:
+        """The new run's row, or the earlier one with this request id; TooManyRuns over the cap."""
+        settings = self.app[SETTINGS]
+        cap = settings.max_runs_per_user
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if cap > 0:
+                    await queries.lock_user_runs(conn, user_id=user_id)
+                    # A resend of a run is never refused: it starts nothing.
+                    earlier = await queries.get_run_by_request(conn, user_id=user_id, request_id=request_id)
+                    if earlier is not None:
+                        return {**earlier, "created": False}
+                    running = await queries.count_running_runs(conn, user_id=user_id,
+                                                               younger_than_seconds=_in_flight_window(settings))
+                    if running >= cap:
+                        raise TooManyRuns(cap)
+                row = await queries.claim_run(conn, id=uuid.uuid4(), user_id=user_id, session_id=session_id,
+                                              request_id=request_id, body_hash=digest)
+            if row is not None:
+                return row
+            # None when a concurrent send claimed the id in between (no cap, so no lock): its insert
+            # made ours a no-op, but it committed after this statement's snapshot. The next try sees it.
 
     async def _run(self, run_id: uuid.UUID, turn: Any, api_key: str | None, user_id: uuid.UUID,
                    session_id: uuid.UUID, request_id: uuid.UUID) -> Invocation | None:

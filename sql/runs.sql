@@ -18,6 +18,20 @@ DELETE FROM runs WHERE id = :id;
 -- name: get_run(user_id, session_id, request_id)^
 SELECT * FROM runs WHERE user_id = :user_id AND session_id = :session_id AND request_id = :request_id;
 
+-- name: get_run_by_request(user_id, request_id)^
+SELECT * FROM runs WHERE user_id = :user_id AND request_id = :request_id;
+
+-- Sends of one user are counted one after another: each locks the user's row first, in its
+-- transaction (FOR NO KEY UPDATE: the foreign-key checks of other writes do not wait for it).
+-- name: lock_user_runs(user_id)^
+SELECT id FROM users WHERE id = :user_id FOR NO KEY UPDATE;
+
+-- A user's runs that may still be in flight; older running rows are abandoned (their process died).
+-- name: count_running_runs(user_id, younger_than_seconds)$
+SELECT count(*) FROM runs
+WHERE user_id = :user_id AND state = 'running'
+  AND created_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => :younger_than_seconds);
+
 -- name: get_run_by_id(id)^
 SELECT * FROM runs WHERE id = :id;
 

@@ -20,7 +20,7 @@ from tests.pg import embedded_server, throwaway_database
 
 ALL = ["0001_initial", "0002_contract_changes", "0003_views", "0004_catalogue_changes",
        "0005_limits_and_usernames", "0006_pushes", "0007_tool_credentials_and_cards", "0008_api_keys",
-       "0009_runs"]
+       "0009_runs", "0010_running_runs"]
 YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
 # Our own bookkeeping, not part of data-model.md.
 SERVICE_TABLES = {"catalogue_changes", "pushes", "api_keys", "username_keys", "socket_slots", "login_attempts",
@@ -363,6 +363,7 @@ def test_migrations_stairway(dsn: str) -> None:
 
 def test_rollback_migrations_removes_everything(dsn: str) -> None:
     apply_migrations(dsn)
+    assert rollback_migrations(dsn, 1) == ["0010_running_runs"]
     assert rollback_migrations(dsn, 1) == ["0009_runs"]
     assert "runs" not in _public_tables(dsn) and "run_events" not in _public_tables(dsn)
     assert rollback_migrations(dsn, 1) == ["0008_api_keys"]

@@ -341,3 +341,56 @@ async def test_abandoned_runs_end_as_failed_and_their_readers_stop(client: TestC
     assert event["event"] == "run.failed" and event["data"]["reason"] == "abandoned"
     status = await (await client.get(run_url(session_id, str(request_id)), headers=user.headers)).json()
     assert status["state"] == "failed"
+
+
+async def test_runs_in_flight_per_user_are_capped_on_every_path(
+        aiohttp_client: Any, settings: Settings, router: RunningRouter, running: list[RunningAgent],
+        password_hash: str) -> None:
+    client = await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=30, max_runs_per_user=3)
+    gate = asyncio.Event()
+    master = await start_master(running, client, router, gate)
+    user = await chat_user(client, password_hash)
+    session_id = uuid.uuid4()
+    first_id = str(uuid.uuid4())
+    first_body = {**chat_frame("run 0"), "request_id": first_id}
+    streams = [await client.post(messages_url(session_id), headers={**user.headers, **SSE}, json=first_body)]
+    for i in range(1, 3):
+        streams.append(await client.post(messages_url(session_id), headers={**user.headers, **SSE},
+                                         json=chat_frame(f"run {i}")))
+    for stream in streams:
+        assert stream.status == 200
+        assert (await read_events(stream, stop_after=1))[0]["event"] == "run.started"
+    # The fourth run in flight is refused on every path, and nothing of it is stored.
+    resp = await client.post(messages_url(session_id), headers=user.headers, json=chat_frame("one too many"))
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert "at most 3 per user" in (await resp.json())["detail"]
+    resp = await client.post("/v1/chat/completions", headers=user.headers, json={
+        "model": f"{chat_frame('')['provider']}/{chat_frame('')['llm_name']}",
+        "messages": [{"role": "user", "content": "over the cap"}]})
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    assert (await resp.json())["error"]["code"] == "rate_limit_exceeded"
+    ws = await open_socket(client, user)
+    await ws.send_json(chat_frame("from the socket"))
+    reply = await receive_reply(ws)
+    assert "Too many runs in progress" in reply["error"] and not ws.closed
+    # A resend of a run in flight starts nothing, so it is not refused.
+    again = await client.post(messages_url(session_id), headers={**user.headers, **SSE}, json=first_body)
+    assert again.status == 200
+    # Another user has a cap of their own.
+    other = await chat_user(client, password_hash)
+    resp = await client.post(messages_url(uuid.uuid4()), headers={**other.headers, **SSE}, json=chat_frame("mine"))
+    assert resp.status == 200
+    streams += [again, resp]
+    async with asyncio.timeout(10):
+        while len(master.calls) < 4:
+            await asyncio.sleep(0.02)
+    # Once the runs have finished, the socket's next message runs.
+    gate.set()
+    for stream in streams:
+        assert (await read_events(stream))[-1]["event"] == "run.completed"
+    await ws.send_json(chat_frame("now it fits"))
+    assert (await receive_reply(ws, timeout=10))["type"] == "agent_response"
+    await ws.close()
+    items = await history(client, user, session_id)
+    assert "one too many" not in [i["content"] for i in items]
+    assert len(master.calls) == 5

@@ -22,20 +22,22 @@ from genai_backend.db import POOL, queries
 from genai_backend.errors import ApiError
 from genai_backend.openapi import GK_KEY, OAUTH2
 from genai_backend.responses import json_response
-from genai_backend.runs import RUNS, TITLE_LENGTH, TurnRefused, answer_of
+from genai_backend.runs import RUNS, TITLE_LENGTH, TooManyRuns, TurnRefused, answer_of
 
 SECURITY: list[dict[str, list[str]]] = [{OAUTH2: []}, {GK_KEY: []}]
 ROLES = {"user": "user", "assistant": "master_agent"}
 
 
 class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.headers = headers
 
     def response(self) -> web.Response:
         return json_response({"error": {"message": self.message, "type": self.kind, "code": self.code}},
-                             status=self.status)
+                             status=self.status, headers=self.headers)
 
 
 async def _user(request: web.Request) -> uuid.UUID:
@@ -134,7 +136,9 @@ class CompletionsView(web.View):
           responses={200: {"description": "`chat.completion`, or the chunk stream"},
                      400: {"description": "OpenAI error shape: invalid request"},
                      401: {"description": "OpenAI error shape: invalid_api_key"},
-                     404: {"description": "OpenAI error shape: model_not_found"}})
+                     404: {"description": "OpenAI error shape: model_not_found"},
+                     429: {"description": "OpenAI error shape: rate_limit_exceeded (MAX_RUNS_PER_USER runs in "
+                                          "flight), with Retry-After"}})
     async def post(self) -> web.StreamResponse:
         try:
             return await self._complete()
@@ -164,6 +168,9 @@ class CompletionsView(web.View):
             submitted = await runs.submit(user_id, session_id, frame, None, {})
         except TurnRefused as exc:
             raise OpenAIError(exc.status, exc.message, "invalid_request_error", None) from None
+        except TooManyRuns as exc:
+            raise OpenAIError(429, str(exc), "requests", "rate_limit_exceeded",
+                              headers={"Retry-After": str(int(exc.retry_after))}) from None
         run_id = submitted.run["id"]
         completion_id = f"chatcmpl-{submitted.run['request_id'].hex}"
         created = int(time.time())

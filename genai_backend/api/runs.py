@@ -10,8 +10,9 @@ from aiohttp_apigami import docs, response_schema
 
 from genai_backend.auth.middleware import CHAT, CHAT_OR_READ, USER, USER_ID, auth
 from genai_backend.errors import ApiError, BadRequestError
+from genai_backend.quotas import TooManyRequests
 from genai_backend.responses import json_response
-from genai_backend.runs import RUNS, RunConflict, TurnRefused, answer_of
+from genai_backend.runs import RUNS, RunConflict, TooManyRuns, TurnRefused, answer_of
 from genai_backend.schemas.runs import AnswerSchema, MessageSchema, RunPathSchema, RunSchema, SessionPathSchema
 from genai_backend.schemas.users import DetailSchema
 from genai_backend.validation import FieldError, body, parse_uuid, path
@@ -105,6 +106,7 @@ class MessagesView(web.View):
     @response_schema(DetailSchema, 400, description="Unknown provider or config, unreadable provider key")
     @response_schema(DetailSchema, 403, description="The conversation belongs to another user")
     @response_schema(DetailSchema, 409, description="The request id was used with a different message")
+    @response_schema(DetailSchema, 429, description="MAX_RUNS_PER_USER runs in flight already (Retry-After)")
     @response_schema(DetailSchema, 502, description="The turn failed")
     @response_schema(DetailSchema, 503, description="The router cannot be reached")
     async def post(self) -> web.StreamResponse:
@@ -120,6 +122,8 @@ class MessagesView(web.View):
             raise Conflict(str(exc)) from None
         except TurnRefused as exc:
             raise Refused(exc.message, exc.status) from None
+        except TooManyRuns as exc:
+            raise TooManyRequests(str(exc), exc.retry_after) from None
         if _wants_stream(self.request):
             return await stream_events(self.request, submitted.run["id"], 0)
         run, _ = await runs.wait(submitted.run["id"])

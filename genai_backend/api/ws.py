@@ -27,6 +27,7 @@ from genai_backend.runs import (
     RUNS,
     UNEXPECTED,
     RunConflict,
+    TooManyRuns,
     TurnRefused,
     answer_of,
 )
@@ -183,6 +184,11 @@ class ChatTurns:
         except RunConflict as exc:
             metrics.CHAT_FAILED.labels("rejected").inc()
             await self.send({"error": f"Message validation failed. Details: request_id: {exc}"})
+            return
+        except TooManyRuns as exc:
+            # The socket stays open: the next message, once a run has finished, is accepted.
+            metrics.CHAT_FAILED.labels("rejected").inc()
+            await self.send({"error": str(exc)})
             return
         except TurnRefused as exc:
             metrics.CHAT_FAILED.labels("rejected").inc()
