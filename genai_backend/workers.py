@@ -87,9 +87,6 @@ def _shut_process_pools() -> None:
     """
     from concurrent.futures import process
 
-    from genai_backend.auth.passwords import stop_hashers
-
-    stop_hashers()
     exit_hook = getattr(process, "_python_exit", None)
     if callable(exit_hook):
         exit_hook()

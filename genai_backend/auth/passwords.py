@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,7 +72,6 @@ class _Hashers:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self.workers = max(1, os.cpu_count() or 2)
-        self._exit_hook = False
 
     def get(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -81,28 +79,7 @@ class _Hashers:
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker, initargs=(os.getpid(),))
-            if not self._exit_hook:
-                self._exit_hook = True
-                # At exit the executor's own hook asks each worker to finish and joins it; a
-                # SCHED_IDLE worker on a busy machine can take tens of seconds to get the CPU for
-                # that. The workers hold nothing worth finishing, so they are killed first (these
-                # hooks run last-registered first, and the executor registered its hook on import).
-                register = getattr(threading, "_register_atexit", None)
-                if callable(register):
-                    register(self.kill)
         return self._pool
-
-    def kill(self) -> None:
-        """End the workers at once (at exit): a killed process ends in the kernel, a clean exit needs its CPU time."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            try:
-                process.kill()
-            except (OSError, ValueError):
-                pass
-        pool.shutdown(wait=False, cancel_futures=True)
 
     def discard(self) -> None:
         pool, self._pool = self._pool, None
@@ -111,11 +88,6 @@ class _Hashers:
 
 
 _HASHERS = _Hashers()
-
-
-def stop_hashers() -> None:
-    """Kill this process's hashing workers (a process about to exit)."""
-    _HASHERS.kill()
 
 
 class _FairQueue:
