@@ -236,9 +236,13 @@ async def test_socket_cap_refusal_is_json_429_before_upgrade(aiohttp_client: Any
 # --- hashing worker processes --------------------------------------------------------------------
 
 _HASHING_PARENT = textwrap.dedent("""
-    import asyncio, os, sys, time
+    import asyncio, os, signal, sys, time
     import psutil
     from genai_backend.auth.passwords import hash_password
+
+    # As in a terminal's foreground: a shell without job control starts background commands (and
+    # so a test run started with `&`, and its children) with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def main():
         await hash_password("Str0ng!pass")
@@ -254,14 +258,28 @@ _HASHING_PARENT = textwrap.dedent("""
 """)
 
 
-def _start_hashing_parent() -> tuple[subprocess.Popen[str], list[int]]:
-    proc = subprocess.Popen([sys.executable, "-c", _HASHING_PARENT], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _start_hashing_parent(stderr: Path | None = None) -> tuple[subprocess.Popen[str], list[int]]:
+    # stderr to a file, not a pipe: the workers inherit it, so a pipe's end would wait for them too.
+    with open(stderr or os.devnull, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", _HASHING_PARENT], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=err, text=True, start_new_session=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     workers = [int(pid) for pid in line.split()]
-    assert workers, proc.stderr.read() if proc.stderr else ""
+    assert workers, stderr.read_text() if stderr else "no worker pids"
     return proc, workers
+
+
+def _tree(pids: list[int]) -> str:
+    """What the processes are doing, for a failure message."""
+    states = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            states.append(f"{pid} {process.status()} {' '.join(process.cmdline())[:80]}")
+        except psutil.Error:
+            states.append(f"{pid} gone")
+    return "; ".join(states)
 
 
 def _wait_gone(pids: list[int], timeout: float) -> list[int]:
@@ -285,12 +303,18 @@ def test_hashing_workers_die_with_killed_parent() -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_hashing_workers_print_nothing_on_ctrl_c() -> None:
-    proc, workers = _start_hashing_parent()
+def test_hashing_workers_print_nothing_on_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "stderr.txt"
+    proc, workers = _start_hashing_parent(log)
     try:
         # Ctrl-C: SIGINT to the whole foreground process group, workers included.
         os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 30 s after Ctrl-C: {_tree([proc.pid, *workers])}; "
+                                 f"stderr: {log.read_text()[-2000:]}") from None
+        stderr = log.read_text()
         assert "parent interrupted" in stderr
         assert "KeyboardInterrupt" not in stderr, stderr
         assert "Traceback" not in stderr, stderr
