@@ -94,21 +94,28 @@ def _request_and_stall(port: int, path: str, token: str) -> socket.socket:
     return sock
 
 
+async def stall_the_one_lane(client: TestClient, user: User, send_timeout: float) -> socket.socket:
+    """One lane, answers over 1 MiB large, and a client holding the lane by reading nothing of the agent list."""
+    answers = client.app[ANSWERS]
+    answers.large = MIB
+    answers.send_timeout = send_timeout
+    answers._lanes = asyncio.Semaphore(1)
+    assert client.port is not None
+    stalled = await asyncio.to_thread(_request_and_stall, client.port, "/api/agents/", user.token)
+    deadline = time.monotonic() + 10
+    while answers.in_memory == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert answers.in_memory == 1
+    return stalled
+
+
 async def test_large_answers_wait_for_a_lane_and_a_stalled_reader_is_cut_off(client: TestClient, user: User,
                                                                              db: Any) -> None:
     # 40 MiB: far more than the socket buffers can take, so a reader that reads nothing stalls the send.
     await insert_agents(db, user, 40, MIB)
     answers = client.app[ANSWERS]
-    answers.large = MIB
-    answers.send_timeout = 1.5
-    answers._lanes = asyncio.Semaphore(1)
-    assert client.port is not None
-    stalled = await asyncio.to_thread(_request_and_stall, client.port, "/api/agents/", user.token)
+    stalled = await stall_the_one_lane(client, user, send_timeout=1.5)
     try:
-        deadline = time.monotonic() + 10
-        while answers.in_memory == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert answers.in_memory == 1
         # A second large answer waits for the one lane instead of being built beside the first.
         second = asyncio.create_task(get_bytes(client, user, "/api/agents/?limit=1000"))
         while answers.waiting == 0 and not second.done():
@@ -134,16 +141,8 @@ async def test_large_answers_wait_for_a_lane_and_a_stalled_reader_is_cut_off(cli
 async def test_small_answers_never_wait_for_a_lane(client: TestClient, user: User, db: Any) -> None:
     await insert_agents(db, user, 30, MIB)
     answers = client.app[ANSWERS]
-    answers.large = MIB
-    answers.send_timeout = 30.0
-    answers._lanes = asyncio.Semaphore(1)
-    assert client.port is not None
-    stalled = await asyncio.to_thread(_request_and_stall, client.port, "/api/agents/", user.token)
+    stalled = await stall_the_one_lane(client, user, send_timeout=30.0)
     try:
-        deadline = time.monotonic() + 10
-        while answers.in_memory == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert answers.in_memory == 1
         # The one lane is taken (for 30 s), and a small list is answered meanwhile.
         status, body, _ = await asyncio.wait_for(get_bytes(client, user, "/api/chats"), 20)
         assert status == 200 and orjson.loads(body) == {"chats": []}
