@@ -22,7 +22,7 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -89,10 +89,11 @@ class Items:
         if not self._in_lane and self._size > self._answers.large:
             raise _NeedsLane
 
-    async def fetch(self, conn: asyncpg.Connection, query: Any, item: Item = dict, **params: Any) -> None:
-        """Add what `item` makes of each row of an aiosql `query` (None: left out), read by a cursor.
+    async def batches(self, conn: asyncpg.Connection, query: Any, **params: Any) -> AsyncIterator[list[asyncpg.Record]]:
+        """The rows of an aiosql `query` in batches of about BATCH_BYTES, read by a cursor.
 
-        `conn` must be in a transaction (a cursor lives in one).
+        The caller adds each batch before asking for the next: the size of what it added sets the
+        size of the next batch. `conn` must be in a transaction (a cursor lives in one).
         """
         args = queries.driver_adapter.maybe_order_params(query.__name__, params)
         cursor = await conn.cursor(query.sql, *args)
@@ -103,14 +104,16 @@ class Items:
                 return
             last = len(rows) < rows_wanted
             before = self._size
-            batch = [made for made in map(item, rows) if made is not None]
-            del rows
-            self.add(batch)
+            yield rows
             if last:
                 return
-            if batch:
-                per_row = max(1, (self._size - before) // len(batch))
-                rows_wanted = max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row))
+            per_row = max(1, (self._size - before) // len(rows))
+            rows_wanted = max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row))
+
+    async def fetch(self, conn: asyncpg.Connection, query: Any, item: Item = dict, **params: Any) -> None:
+        """Add what `item` makes of each row of an aiosql `query` (None: left out)."""
+        async for rows in self.batches(conn, query, **params):
+            self.add([made for made in map(item, rows) if made is not None])
 
     def array(self, head: dict[str, Any] | None = None, key: str = "") -> Answer:
         """The JSON array of the items; with `head`, the object `head` with the array as its last member `key`."""

@@ -44,6 +44,23 @@ async def insert_messages(db: asyncpg.Connection, user: User, session_id: uuid.U
         session_id, count, size)
 
 
+async def insert_mcp_servers(db: asyncpg.Connection, user: User, count: int, tools: int, size: int) -> None:
+    """Active MCP servers of the user, each with `tools` tools whose input schemas are about `size` bytes."""
+    await db.execute(
+        """WITH servers AS (
+               INSERT INTO mcpservers (id, server_url, creator_id, is_active, created_at, updated_at)
+               SELECT gen_random_uuid(), 'http://mcp-' || i || '.example/mcp', $1, true,
+                      now() + i * interval '1 ms', now()
+               FROM generate_series(1, $2) AS i
+               RETURNING id)
+           INSERT INTO mcptools (id, name, description, "inputSchema", mcp_server_id, created_at, updated_at)
+           SELECT gen_random_uuid(), 'tool_' || t, 'does ' || t,
+                  json_build_object('type', 'object', 'description', repeat('s', $4)), servers.id,
+                  now() + t * interval '1 ms', now()
+           FROM servers, generate_series(1, $3) AS t""",
+        uuid.UUID(user.id), count, tools, size)
+
+
 async def get_bytes(client: TestClient, user: User, path: str) -> tuple[int, bytes, str | None]:
     resp = await client.get(path, headers=user.headers)
     body = await resp.read()
@@ -51,11 +68,13 @@ async def get_bytes(client: TestClient, user: User, path: str) -> tuple[int, byt
 
 
 async def test_a_large_answer_is_the_same_bytes_as_a_small_one(client: TestClient, user: User, db: Any) -> None:
-    await insert_agents(db, user, 12, MIB)
+    # More rows than the first batch (16) everywhere, so every answer is read in several batches.
+    await insert_agents(db, user, 20, MIB)
     session_id = uuid.uuid4()
     await insert_messages(db, user, session_id, 30, 200_000)
+    await insert_mcp_servers(db, user, 20, 4, 100_000)
     paths = ["/api/agents/", "/api/agents/?limit=1000", f"/api/chat?session_id={session_id}&per_page=100",
-             "/api/chats", "/api/agents/frontend"]
+             "/api/chats", "/api/agents/frontend", "/api/mcp/servers"]
     answers = client.app[ANSWERS]
     small = {path: await get_bytes(client, user, path) for path in paths}
     # Every one of them is now "large": built in a lane and sent in slices.
@@ -67,9 +86,11 @@ async def test_a_large_answer_is_the_same_bytes_as_a_small_one(client: TestClien
         # Still a Content-Length (the front-end ignores bodies without one), and the right one.
         assert large[path][2] == str(len(large[path][1])), path
     agents = orjson.loads(large["/api/agents/"][1])
-    assert len(agents) == 12 and all(len(agent["agent_description"]) == MIB // 4 for agent in agents)
+    assert len(agents) == 20 and all(len(agent["agent_description"]) == MIB // 4 for agent in agents)
     history = orjson.loads(large[f"/api/chat?session_id={session_id}&per_page=100"][1])
     assert history["total_count"] == 30 and len(history["items"]) == 30
+    servers = orjson.loads(large["/api/mcp/servers"][1])
+    assert len(servers) == 20 and all(len(server["mcp_tools"]) == 4 for server in servers)
     assert answers.in_memory == 0 and answers.waiting == 0
 
 

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 
+from genai_backend.answers import ANSWERS, Answer, Items, respond
 from genai_backend.auth import secrets
 from genai_backend.auth.middleware import MANAGE, READ, USER, USER_ID, auth
 from genai_backend.config import SETTINGS
@@ -156,12 +157,18 @@ class McpServersView(web.View):
     @auth(USER, scope=READ)
     @query(McpServerListQuerySchema)
     @response_schema(McpServerSchema(many=True), 200)
-    async def get(self) -> web.Response:
+    async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         pool = self.request.app[POOL]
-        servers = [server async for server in queries.list_mcp_servers(
-            pool, creator_id=self.request[USER_ID], offset=clamp(q["offset"]), limit=clamp(q["limit"]))]
-        return json_response(await with_tools(pool, servers))
+
+        async def attempt(items: Items) -> Answer:
+            async with pool.acquire() as conn, conn.transaction(readonly=True):
+                async for servers in items.batches(conn, queries.list_mcp_servers, creator_id=self.request[USER_ID],
+                                                   offset=clamp(q["offset"]), limit=clamp(q["limit"])):
+                    items.add(await with_tools(conn, servers))
+            return items.array()
+
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
 
 
 class McpServerView(web.View):
