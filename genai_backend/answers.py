@@ -23,7 +23,7 @@ import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,10 +110,26 @@ class Items:
             per_row = max(1, (self._size - before) // len(rows))
             rows_wanted = max(1, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row))
 
-    async def fetch(self, conn: asyncpg.Connection, query: Any, item: Item = dict, **params: Any) -> None:
-        """Add what `item` makes of each row of an aiosql `query` (None: left out)."""
-        async for rows in self.batches(conn, query, **params):
-            self.add([made for made in map(item, rows) if made is not None])
+    async def fetch(self, db: asyncpg.Pool | asyncpg.Connection, query: Any, item: Item = dict,
+                    **params: Any) -> None:
+        """Add what `item` makes of each row of an aiosql `query` (None: left out).
+
+        A paged query (with `offset` and `limit`) is first asked for at most FIRST_BATCH_ROWS rows
+        in one plain round trip: most lists are that short, and a cursor costs a transaction and
+        two or three more round trips (measured: GET /api/chats lost 40 % of its throughput).
+        A longer list is then read again from the start, by a cursor, in one snapshot.
+        """
+        limit = params.get("limit")
+        if limit is not None and "offset" in params:
+            probe = min(limit, FIRST_BATCH_ROWS)
+            rows = [row async for row in query(db, **{**params, "limit": probe})]
+            if len(rows) < probe or probe == limit:
+                self.add([made for made in map(item, rows) if made is not None])
+                return
+            del rows
+        async with _in_transaction(db) as conn:
+            async for batch in self.batches(conn, query, **params):
+                self.add([made for made in map(item, batch) if made is not None])
 
     def array(self, head: dict[str, Any] | None = None, key: str = "") -> Answer:
         """The JSON array of the items; with `head`, the object `head` with the array as its last member `key`."""
@@ -178,8 +194,7 @@ class Answers:
     async def rows(self, pool: asyncpg.Pool, query: Any, item: Item = dict, **params: Any) -> Answer:
         """The JSON array of one query's rows (the common list endpoint)."""
         async def attempt(items: Items) -> Answer:
-            async with pool.acquire() as conn, conn.transaction(readonly=True):
-                await items.fetch(conn, query, item, **params)
+            await items.fetch(pool, query, item, **params)
             return items.array()
 
         return await self.build(attempt)
@@ -209,6 +224,18 @@ async def respond(request: web.Request, answer: Answer) -> web.StreamResponse:
     finally:
         answer.parts.clear()
         answer.answers.release()
+
+
+@asynccontextmanager
+async def _in_transaction(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction: the caller's own, or a read-only one of the pool's."""
+    if isinstance(db, asyncpg.Connection) and db.is_in_transaction():
+        yield db
+        return
+    async with AsyncExitStack() as stack:
+        conn = db if isinstance(db, asyncpg.Connection) else await stack.enter_async_context(db.acquire())
+        await stack.enter_async_context(conn.transaction(readonly=True))
+        yield conn
 
 
 def _reset(request: web.Request) -> None:

@@ -58,9 +58,8 @@ class ChatsView(web.View):
         pool = self.request.app[POOL]
 
         async def attempt(items: Items) -> Answer:
-            async with pool.acquire() as conn, conn.transaction(readonly=True):
-                await items.fetch(conn, queries.list_chats, creator_id=self.request[USER_ID],
-                                  offset=clamp(q["offset"]), limit=clamp(q["limit"]))
+            await items.fetch(pool, queries.list_chats, creator_id=self.request[USER_ID],
+                              offset=clamp(q["offset"]), limit=clamp(q["limit"]))
             return items.array({}, "chats")
 
         return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
@@ -102,10 +101,9 @@ class ChatView(web.View):
             return {key: row[key] for key in ("sender_type", "content", "request_id", "created_at")}
 
         async def attempt(items: Items) -> Answer:
-            async with pool.acquire() as conn, conn.transaction(readonly=True):
-                await items.fetch(conn, queries.list_chat_messages, message, creator_id=self.request[USER_ID],
-                                  session_id=q["session_id"], offset=clamp((page - 1) * per_page),
-                                  limit=clamp(per_page))
+            await items.fetch(pool, queries.list_chat_messages, message, creator_id=self.request[USER_ID],
+                              session_id=q["session_id"], offset=clamp((page - 1) * per_page),
+                              limit=clamp(per_page))
             return items.array(page_head(self.request.url, page, per_page, total), "items")
 
         return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
