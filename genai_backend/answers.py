@@ -2,10 +2,11 @@
 
 A list answer used to be every row at once (asyncpg records), then one encoded body, then a copy
 in the transport's buffer: about three times the answer, per request. Four concurrent requests for
-one user's 150 large agents (114 MiB each) took the process from 79 to 1668 MiB. Here:
+one user's 150 large agents (a 109 MiB answer) took the process from 79 to 1668 MiB. Here:
 
-- rows come through a server-side cursor in batches of about `BATCH_BYTES`, and each batch is
-  encoded at once and its records dropped, so the answer exists once, as encoded parts;
+- a short list (at most `FIRST_BATCH_ROWS` rows) is one plain query, as before; a longer one comes
+  through a server-side cursor in batches of about `BATCH_BYTES`, and each batch is encoded at
+  once and its records dropped, so the answer exists once, as encoded parts;
 - an answer that grows past `LARGE_ANSWER` stops, gives its connection and parts back, and waits
   for one of this process's `LANES` (FIFO), then is built again there: however many large answers
   are asked for at once, at most `LANES` of them are in memory;
