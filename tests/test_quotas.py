@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from genai_backend.app import create_app
 from genai_backend.auth import passwords
 from genai_backend.config import Settings
+from genai_backend.fairqueue import FairQueue, QueueFull
 from genai_backend.quotas import BLOCKS
 from tests.conftest import PASSWORD, User, login, register_user, with_settings
 from tests.service_process import wait_until_ready
@@ -118,8 +119,7 @@ async def test_register_too_often_from_address_is_429(aiohttp_client: Any, throt
 # --- the password-hash queue ---------------------------------------------------------------------
 
 async def test_hash_queue_gives_turns_by_key_and_is_bounded() -> None:
-    queue = passwords._FairQueue()
-    queue.max_waiting, queue.per_key = 5, 3
+    queue = FairQueue(max_waiting=5, per_key=3)
     order: list[str] = []
     await queue.acquire("flood", slots=1)  # the one worker is busy
 
@@ -129,11 +129,11 @@ async def test_hash_queue_gives_turns_by_key_and_is_bounded() -> None:
 
     tasks = [asyncio.create_task(wait(k)) for k in ("flood", "flood", "flood", "other")]
     await asyncio.sleep(0)
-    with pytest.raises(passwords.HashQueueFull):
+    with pytest.raises(QueueFull):
         await queue.acquire("flood", slots=1)  # its share is full; others still get in
     tasks.append(asyncio.create_task(wait("third")))
     await asyncio.sleep(0)
-    with pytest.raises(passwords.HashQueueFull):
+    with pytest.raises(QueueFull):
         await queue.acquire("late", slots=1)  # everything is full
     for _ in range(5):
         queue.release()

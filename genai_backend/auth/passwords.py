@@ -12,13 +12,13 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections import OrderedDict, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import bcrypt
 
+from genai_backend.fairqueue import FairQueue, QueueFull
 from genai_backend.observability import metrics
 
 # passlib truncated silently and bcrypt 5 raises; keep passlib's behaviour so old hashes verify (D36).
@@ -90,65 +90,9 @@ class _Hashers:
 _HASHERS = _Hashers()
 
 
-class _FairQueue:
-    """Hand the worker processes out in turns by key (the account, or the client address).
-
-    With one FIFO in front of the workers, 100 wrong passwords for one account would make every
-    other user's login wait for all of them; here another key's hash waits for at most one turn
-    of each key ahead of it. At most `per_key` hashes of one key and `max_waiting` in all wait;
-    more are refused, so a flood fills its own share and other keys still get in.
-    """
-
-    def __init__(self) -> None:
-        self.max_waiting = 32
-        self.per_key = 4
-        self._running = 0
-        self._waiting = 0
-        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
-
-    async def acquire(self, key: str, slots: int) -> None:
-        if self._running < slots and not self._queues:
-            self._running += 1
-            return
-        queue = self._queues.get(key)
-        if self._waiting >= self.max_waiting or (queue is not None and len(queue) >= self.per_key):
-            raise HashQueueFull()
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, deque()).append(turn)
-        self._waiting += 1
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.release()  # handed a worker just as the caller went away: pass it on
-            else:
-                self._forget(key, turn)
-            raise
-
-    def _forget(self, key: str, turn: asyncio.Future[None]) -> None:
-        queue = self._queues.get(key)
-        if queue is not None and turn in queue:
-            queue.remove(turn)
-            self._waiting -= 1
-            if not queue:
-                del self._queues[key]
-
-    def release(self) -> None:
-        while self._queues:
-            key, queue = next(iter(self._queues.items()))
-            turn = queue.popleft()
-            self._waiting -= 1
-            if queue:
-                self._queues.move_to_end(key)  # the next turn goes to another key
-            else:
-                del self._queues[key]
-            if not turn.done():
-                turn.set_result(None)  # the worker passes straight to the next waiter
-                return
-        self._running -= 1
-
-
-_QUEUE = _FairQueue()
+# Turns by key (the account, or the client address): a flood of wrong passwords for one account
+# waits behind itself, not in front of everyone else's login.
+_QUEUE = FairQueue(max_waiting=32, per_key=4)
 
 
 def set_queue_limit(max_waiting: int, per_key: int = 4) -> None:
@@ -158,7 +102,10 @@ def set_queue_limit(max_waiting: int, per_key: int = 4) -> None:
 
 
 async def _run(fn: object, *args: bytes, key: str = "") -> object:
-    await _QUEUE.acquire(key, _HASHERS.workers)
+    try:
+        await _QUEUE.acquire(key, _HASHERS.workers)
+    except QueueFull:
+        raise HashQueueFull() from None
     try:
         return await _run_now(fn, *args)
     finally:
