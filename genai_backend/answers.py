@@ -24,7 +24,7 @@ import ctypes
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -33,6 +33,8 @@ import asyncpg
 from aiohttp import web
 
 from genai_backend.db import queries
+from genai_backend.fairqueue import FairQueue, QueueFull
+from genai_backend.quotas import TooManyRequests
 from genai_backend.responses import encode, encoded_json_response
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 LARGE_ANSWER = 8 * 1024 * 1024
 # Large answers in memory at once, per process.
 LANES = 2
+# Lanes are handed out in turns by user, so one user's burst of large lists waits behind itself.
+# Waiting places, per user and in all, per process; past them, a 429.
+WAITING_PER_USER = 8
+MAX_WAITING = 64
 # Aimed size of one batch of rows; the first batch is `FIRST_BATCH_ROWS`, later ones follow the rows' size.
 BATCH_BYTES = 2 * 1024 * 1024
 FIRST_BATCH_ROWS = 16
@@ -48,6 +54,7 @@ MAX_BATCH_ROWS = 1000
 # One slice of a large answer, and how long the client may take to accept it.
 SEND_SLICE = 1024 * 1024
 SEND_TIMEOUT = 30.0
+RETRY_AFTER = 5.0
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -64,6 +71,11 @@ Item = Callable[[asyncpg.Record], Any]
 
 class _NeedsLane(Exception):
     """The answer outgrew `LARGE_ANSWER` outside a lane: start again in one."""
+
+
+class TooManyLargeAnswers(TooManyRequests):
+    def __init__(self) -> None:
+        super().__init__("Too many large answers are waiting; try again shortly", RETRY_AFTER)
 
 
 @dataclass
@@ -168,25 +180,31 @@ class Answers:
     """This process's lanes for large answers (app key ANSWERS)."""
 
     def __init__(self, lanes: int = LANES, large: int = LARGE_ANSWER, send_timeout: float = SEND_TIMEOUT) -> None:
+        self.lanes = lanes
         self.large = large
         self.send_timeout = send_timeout
-        self._lanes = asyncio.Semaphore(lanes)
-        # Read by /metrics.
+        self._turns = FairQueue(max_waiting=MAX_WAITING, per_key=WAITING_PER_USER)
+        # Read by /metrics (with `waiting`).
         self.in_memory = 0
-        self.waiting = 0
         self._trim: asyncio.Future[Any] | None = None
 
-    async def build(self, attempt: Callable[[Items], Awaitable[T]]) -> T:
-        """`attempt(items)` outside a lane; if its answer turns out large, again inside one."""
+    @property
+    def waiting(self) -> int:
+        return self._turns.waiting
+
+    async def build(self, attempt: Callable[[Items], Awaitable[T]], owner: Hashable) -> T:
+        """`attempt(items)` outside a lane; if its answer turns out large, again inside one.
+
+        Lanes go in turns by `owner` (the user); with no place left to wait, a 429.
+        """
         try:
             return await attempt(Items(self, in_lane=False))
         except _NeedsLane:
             pass
-        self.waiting += 1
         try:
-            await self._lanes.acquire()
-        finally:
-            self.waiting -= 1
+            await self._turns.acquire(owner, self.lanes)
+        except QueueFull:
+            raise TooManyLargeAnswers() from None
         self.in_memory += 1
         items = Items(self, in_lane=True)
         try:
@@ -201,20 +219,21 @@ class Answers:
 
     def release(self) -> None:
         self.in_memory -= 1
-        self._lanes.release()
+        self._turns.release()
         if self.in_memory == 0 and self.waiting == 0 and _malloc_trim is not None:
             # The parts were large blocks from malloc's heap, which keeps freed memory for reuse:
             # once no large answer is left, it goes back to the system (bench_lists.py: the process
             # kept 253 MiB after a burst of 109 MiB answers, and keeps 78 with this; idle is 80).
             self._trim = asyncio.get_running_loop().run_in_executor(None, _malloc_trim, 0)
 
-    async def rows(self, pool: asyncpg.Pool, query: Any, item: Item = dict, **params: Any) -> Answer:
-        """The JSON array of one query's rows (the common list endpoint)."""
+    async def rows(self, pool: asyncpg.Pool, owner: Hashable, query: Any, item: Item = dict,
+                   **params: Any) -> Answer:
+        """The JSON array of one query's rows (the common list endpoint) for `owner`."""
         async def attempt(items: Items) -> Answer:
             await items.fetch(pool, query, item, **params)
             return items.array()
 
-        return await self.build(attempt)
+        return await self.build(attempt, owner)
 
 
 async def respond(request: web.Request, answer: Answer) -> web.StreamResponse:

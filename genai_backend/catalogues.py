@@ -67,7 +67,7 @@ class Catalogues:
                     snapshot = await queries.current_snapshot(conn)
                     return await build(conn, items), snapshot
 
-        body, snapshot = await self.answers.build(attempt)
+        body, snapshot = await self.answers.build(attempt, creator_id)
         self.misses += 1
         if isinstance(body, bytes) and len(body) <= MAX_BODY:
             # Two concurrent misses may both store; either answer is right for its own snapshot.

@@ -26,8 +26,9 @@ async def insert_agents(db: asyncpg.Connection, user: User, count: int, size: in
     await db.execute(
         """INSERT INTO agents (id, alias, name, description, jwt, creator_id, input_parameters, is_active,
                                created_at, updated_at, last_invoked_at)
-           SELECT gen_random_uuid(), 'big_' || i, 'big ' || i, repeat('d', $3 / 4), 'jwt-' || gen_random_uuid(),
-                  $1, json_build_object('type', 'object', 'properties',
+           SELECT gen_random_uuid(), 'big_' || i || '_' || left($1::uuid::text, 8), 'big ' || i, repeat('d', $3 / 4),
+                  'jwt-' || gen_random_uuid(),
+                  $1::uuid, json_build_object('type', 'object', 'properties',
                                         json_build_object('p', json_build_object('description', repeat('x', $3 / 2)))),
                   false, now() + i * interval '1 ms', now(), now()
            FROM generate_series(1, $2) AS i""",
@@ -120,7 +121,7 @@ async def stall_the_one_lane(client: TestClient, user: User, send_timeout: float
     answers = client.app[ANSWERS]
     answers.large = MIB
     answers.send_timeout = send_timeout
-    answers._lanes = asyncio.Semaphore(1)
+    answers.lanes = 1
     assert client.port is not None
     stalled = await asyncio.to_thread(_request_and_stall, client.port, "/api/agents/", user.token)
     deadline = time.monotonic() + 10
@@ -170,3 +171,43 @@ async def test_small_answers_never_wait_for_a_lane(client: TestClient, user: Use
         assert answers.in_memory == 1
     finally:
         stalled.close()
+
+
+async def test_lanes_go_in_turns_by_user_and_waiting_is_bounded(client: TestClient, user: User, other_user: User,
+                                                                 db: Any) -> None:
+    await insert_agents(db, user, 20, MIB)
+    await insert_agents(db, other_user, 20, MIB)
+    answers = client.app[ANSWERS]
+    answers._turns.per_key = 2
+    stalled = await stall_the_one_lane(client, user, send_timeout=2.0)
+    done: list[str] = []
+
+    async def fetch(who: User, name: str) -> int:
+        status, _, _ = await get_bytes(client, who, "/api/agents/")
+        done.append(name)
+        return status
+
+    async def until_waiting(count: int) -> None:
+        async with asyncio.timeout(10):
+            while answers.waiting < count:
+                await asyncio.sleep(0.01)
+
+    try:
+        second = asyncio.create_task(fetch(user, "user 2"))
+        await until_waiting(1)
+        third = asyncio.create_task(fetch(user, "user 3"))
+        await until_waiting(2)
+        # The user's share of the waiting places is taken: the next is refused at once.
+        resp = await client.get("/api/agents/?limit=999", headers=user.headers)
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+        assert (await resp.json())["detail"] == "Too many large answers are waiting; try again shortly"
+        # Another user still gets in, and is served before the user's own third answer.
+        others = asyncio.create_task(fetch(other_user, "other"))
+        await until_waiting(3)
+        statuses = await asyncio.wait_for(asyncio.gather(second, third, others), 60)
+    finally:
+        stalled.close()
+    assert statuses == [200, 200, 200]
+    # FIFO would have served "other" last, behind the user's burst.
+    assert done == ["user 2", "other", "user 3"]
+    assert answers.in_memory == 0 and answers.waiting == 0

@@ -82,7 +82,7 @@ class A2AAgentsView(web.View):
     @response_schema(A2AAgentSchema(many=True), 200)
     async def get(self) -> web.StreamResponse:
         answer = await self.request.app[ANSWERS].rows(
-            self.request.app[POOL], queries.list_a2a_cards, creator_id=self.request[USER_ID])
+            self.request.app[POOL], self.request[USER_ID], queries.list_a2a_cards, creator_id=self.request[USER_ID])
         return await respond(self.request, answer)
 
 

@@ -62,7 +62,7 @@ class ChatsView(web.View):
                               offset=clamp(q["offset"]), limit=clamp(q["limit"]))
             return items.array({}, "chats")
 
-        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt, self.request[USER_ID]))
 
     @docs(tags=["chats"], summary="Create a conversation (the WebSocket normally does)")
     @auth(USER, scope=CHAT)
@@ -106,7 +106,7 @@ class ChatView(web.View):
                               limit=clamp(per_page))
             return items.array(page_head(self.request.url, page, per_page, total), "items")
 
-        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt, self.request[USER_ID]))
 
     @docs(tags=["chats"], summary="Rename a conversation")
     @auth(USER, scope=CHAT)

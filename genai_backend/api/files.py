@@ -276,7 +276,7 @@ class UserFilesView(web.View):
     async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         answer = await self.request.app[ANSWERS].rows(
-            self.request.app[POOL], queries.list_files, creator_id=self.request[USER_ID],
+            self.request.app[POOL], self.request[USER_ID], queries.list_files, creator_id=self.request[USER_ID],
             offset=clamp(q["offset"]), limit=clamp(q["limit"]))
         return await respond(self.request, answer)
 

@@ -80,7 +80,8 @@ class FlowsView(web.View):
     async def get(self) -> web.StreamResponse:
         q = self.request["query"]
         answer = await self.request.app[ANSWERS].rows(
-            self.request.app[POOL], queries.list_flows, creator_id=self.request[USER_ID], flow_id=None,
+            self.request.app[POOL], self.request[USER_ID], queries.list_flows, creator_id=self.request[USER_ID],
+            flow_id=None,
             offset=clamp(q["offset"]), limit=clamp(q["limit"]))
         return await respond(self.request, answer)
 

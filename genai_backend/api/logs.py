@@ -34,7 +34,7 @@ class LogsView(web.View):
         else:
             raise BadRequestError("Either 'request_id' or 'session_id' must be provided")
         return await respond(self.request, await self.request.app[ANSWERS].rows(
-            pool, listing, creator_id=creator_id, **match))
+            pool, creator_id, listing, creator_id=creator_id, **match))
 
 
 VIEWS = (LogsView,)

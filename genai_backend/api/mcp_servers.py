@@ -168,7 +168,7 @@ class McpServersView(web.View):
                     items.add(await with_tools(conn, servers))
             return items.array()
 
-        return await respond(self.request, await self.request.app[ANSWERS].build(attempt))
+        return await respond(self.request, await self.request.app[ANSWERS].build(attempt, self.request[USER_ID]))
 
 
 class McpServerView(web.View):
