@@ -35,6 +35,8 @@ from genai_backend.validation import FieldError, parse_uuid
 log = logging.getLogger(__name__)
 
 CHANNEL = "genai_run_events"
+# A run ended as cancelled (payload: its id): the process running it stops its invocation.
+CANCELS = "genai_run_cancels"
 DECRYPT_FAILED = ("Could not decrypt api_key. Make sure 'api_key' exists and model config was created "
                   "beforehand ")
 FOREIGN_SESSION = "session_id belongs to another user"
@@ -292,6 +294,8 @@ class Runs:
                                            request_id=run["request_id"], content=content)
             await queries.end_run(conn, id=run["id"], state="cancelled", answer=_json(answer),
                                   event="run.cancelled", data=_json(answer))
+            # Sent at commit, to every process; the one running it (maybe this one) stops it.
+            await queries.notify_run_cancelled(conn, id=run["id"])
         return True
 
     async def get(self, user_id: uuid.UUID, session_id: uuid.UUID, request_id: uuid.UUID) -> Any:
@@ -304,8 +308,14 @@ class Runs:
         task = self.tasks.get(run_id)
         result = None
         if task is not None:
-            # Shielded: the waiter going away must not stop the run.
-            result = await asyncio.shield(task)
+            try:
+                # Shielded: the waiter going away must not stop the run.
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The run was cancelled (the task stopped): its stored row says so.
         async for _ in self.events(run_id, 0, only_final=True):
             pass
         return await queries.get_run_by_id(self.pool, id=run_id), result
@@ -356,6 +366,16 @@ class Runs:
         for wake in self._waiters.get(run_id, ()):
             wake.set()
 
+    def _cancelled(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """Another request cancelled a run that this process is running: stop waiting for its answer."""
+        try:
+            task = self.tasks.get(uuid.UUID(payload))
+        except ValueError:
+            return
+        if task is not None:
+            # The invocation's router connection closes; a late answer has nowhere to go.
+            task.cancel()
+
     def _wake_all(self, *_: Any) -> None:
         for waiters in self._waiters.values():
             for wake in waiters:
@@ -370,6 +390,7 @@ class Runs:
                                              server_settings={"application_name": "genai-backend run listener"})
                 conn.add_termination_listener(self._wake_all)
                 await conn.add_listener(CHANNEL, self._notified)
+                await conn.add_listener(CANCELS, self._cancelled)
                 # Whatever was stored while we were away.
                 self._wake_all()
                 delay = 0.1

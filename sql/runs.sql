@@ -32,6 +32,9 @@ SELECT count(*) FROM runs
 WHERE user_id = :user_id AND state = 'running'
   AND created_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => :younger_than_seconds);
 
+-- name: notify_run_cancelled(id)!
+SELECT pg_notify('genai_run_cancels', :id::uuid::text);
+
 -- name: get_run_by_id(id)^
 SELECT * FROM runs WHERE id = :id;
 

@@ -239,8 +239,13 @@ async def test_same_request_id_twice_concurrently_and_after_runs_once(
     assert answers[0] == answers[1] and len(master.calls) == 2
 
 
-async def test_cancel_ends_at_once_and_discards_the_late_answer(
-        client: TestClient, router: RunningRouter, running: list[RunningAgent], password_hash: str) -> None:
+async def test_cancel_ends_at_once_and_stops_the_invocation_on_the_process_running_it(
+        router: RunningRouter, running: list[RunningAgent], password_hash: str,
+        settings: Settings, aiohttp_client: Any) -> None:
+    # A master-agent timeout far past the test's waits: only the cancel can end the invocation.
+    client = await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=120)
+    # The cancel goes to a second instance on the same database; the run is in flight on the first.
+    other = await aiohttp_client(create_app(settings))
     gate = asyncio.Event()
     master = await start_master(running, client, router, gate)
     user = await chat_user(client, password_hash)
@@ -252,13 +257,14 @@ async def test_cancel_ends_at_once_and_discards_the_late_answer(
     async with asyncio.timeout(10):
         while not master.calls:
             await asyncio.sleep(0.02)
-    resp = await client.post(run_url(session_id, request_id, "/cancel"), headers=user.headers)
+    resp = await other.post(run_url(session_id, request_id, "/cancel"), headers=user.headers)
     assert resp.status == 200
     assert (await resp.json())["state"] == "cancelled"
     rest = await read_events(stream)
     assert rest[-1]["event"] == "run.cancelled"
-    gate.set()
+    # The first instance stops waiting for the master agent, which has not answered.
     await wait_idle(client)
+    gate.set()
     status = await (await client.get(run_url(session_id, request_id), headers=user.headers)).json()
     assert status["state"] == "cancelled"
     items = await history(client, user, session_id)
