@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import psycopg
@@ -21,6 +21,9 @@ from genai_backend.config import Settings
 from genai_backend.embedded_db import EmbeddedPostgres
 from genai_backend.migrations import apply_migrations
 from tests.pg import embedded_server, throwaway_database
+
+if TYPE_CHECKING:
+    from tests.agents_helpers import RunningAgent
 
 # Tables kept between tests: yoyo's bookkeeping (the schema must survive truncation).
 _KEEP = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
@@ -98,6 +101,15 @@ async def router() -> AsyncIterator[Any]:
 
     async with RunningRouter() as running:
         yield running
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[RunningAgent]]:
+    """Agents and master agents a test starts (tests/agents_helpers.py); stopped afterwards whatever happened."""
+    started: list[RunningAgent] = []
+    yield started
+    for agent in started:
+        await agent.stop()
 
 
 @pytest.fixture

@@ -301,14 +301,6 @@ async def test_revoked_key_is_refused_at_once_by_another_process(client: TestCli
 # --- the WebSocket -------------------------------------------------------------------------------
 
 @pytest.fixture
-async def running() -> AsyncIterator[list[RunningAgent]]:
-    started: list[RunningAgent] = []
-    yield started
-    for agent in started:
-        await agent.stop()
-
-
-@pytest.fixture
 async def chat_client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
     return await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)
 

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -312,14 +312,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.use_provider(None)
         provider.shutdown()
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[RunningAgent]]:
-    started: list[RunningAgent] = []
-    yield started
-    for agent in started:
-        await agent.stop()
 
 
 def _hex(number: int, digits: int) -> str:

@@ -1,7 +1,6 @@
 """The OpenAI-compatible endpoint driven by the official `openai` package against the live test server."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -22,14 +21,6 @@ MODEL = f"{PROVIDER}/{CONFIG}"
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
     return await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[RunningAgent]]:
-    started: list[RunningAgent] = []
-    yield started
-    for agent in started:
-        await agent.stop()
 
 
 async def api_key(client: TestClient, user: User, scopes: list[str] | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,14 +29,6 @@ SSE = {"Accept": "text/event-stream"}
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
     return await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[RunningAgent]]:
-    started: list[RunningAgent] = []
-    yield started
-    for agent in started:
-        await agent.stop()
 
 
 async def start_master(running: list[RunningAgent], client: TestClient, router: RunningRouter,
@@ -103,6 +95,31 @@ def run_url(session_id: uuid.UUID, request_id: str, tail: str = "") -> str:
     return f"/api/chats/{session_id}/runs/{request_id}{tail}"
 
 
+@dataclass
+class GatedRun:
+    gate: asyncio.Event
+    master: RunningAgent
+    user: User
+    session_id: uuid.UUID
+    request_id: str
+    stream: aiohttp.ClientResponse
+    first: dict[str, Any]
+
+
+async def start_gated_run(client: TestClient, router: RunningRouter, running: list[RunningAgent],
+                          password_hash: str, message: str) -> GatedRun:
+    """A run sent with SSE whose master agent answers only once `gate` is set; its first event is read."""
+    gate = asyncio.Event()
+    master = await start_master(running, client, router, gate)
+    user = await chat_user(client, password_hash)
+    session_id = uuid.uuid4()
+    request_id = str(uuid.uuid4())
+    stream = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
+                               json={**chat_frame(message), "request_id": request_id})
+    [first] = await read_events(stream, stop_after=1)
+    return GatedRun(gate, master, user, session_id, request_id, stream, first)
+
+
 async def test_json_answer_is_the_sockets_answer_and_is_stored(client: TestClient, router: RunningRouter,
                                                                running: list[RunningAgent], password_hash: str) -> None:
     master = await start_master(running, client, router)
@@ -148,15 +165,10 @@ async def test_refusals_are_4xx_and_store_nothing(client: TestClient, router: Ru
 
 async def test_sse_events_in_order_and_resume_after_a_dropped_connection(
         client: TestClient, router: RunningRouter, running: list[RunningAgent], password_hash: str) -> None:
-    gate = asyncio.Event()
-    await start_master(running, client, router, gate)
-    user = await chat_user(client, password_hash)
-    session_id = uuid.uuid4()
-    request_id = str(uuid.uuid4())
-    resp = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
-                             json={**chat_frame("stream me"), "request_id": request_id})
+    run = await start_gated_run(client, router, running, password_hash, "stream me")
+    gate, user, session_id, request_id, resp, first = (run.gate, run.user, run.session_id, run.request_id,
+                                                        run.stream, run.first)
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
-    [first] = await read_events(resp, stop_after=1)
     assert (first["id"], first["event"]) == (1, "run.started")
     resp.close()  # the client drops; the run goes on
     gate.set()
@@ -179,14 +191,8 @@ async def test_sse_events_in_order_and_resume_after_a_dropped_connection(
 
 async def test_live_stream_and_a_run_finishing_with_no_client_is_fetched_later(
         client: TestClient, router: RunningRouter, running: list[RunningAgent], password_hash: str) -> None:
-    gate = asyncio.Event()
-    await start_master(running, client, router, gate)
-    user = await chat_user(client, password_hash)
-    session_id = uuid.uuid4()
-    request_id = str(uuid.uuid4())
-    resp = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
-                             json={**chat_frame("live"), "request_id": request_id})
-    await read_events(resp, stop_after=1)
+    run = await start_gated_run(client, router, running, password_hash, "live")
+    gate, user, session_id, request_id, resp = run.gate, run.user, run.session_id, run.request_id, run.stream
     # A second reader attaches while the run is in flight and follows it live to the end.
     follower = await client.get(run_url(session_id, request_id, "/events"), headers={**user.headers, **SSE})
     resp.close()
@@ -246,14 +252,9 @@ async def test_cancel_ends_at_once_and_stops_the_invocation_on_the_process_runni
     client = await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=120)
     # The cancel goes to a second instance on the same database; the run is in flight on the first.
     other = await aiohttp_client(create_app(settings))
-    gate = asyncio.Event()
-    master = await start_master(running, client, router, gate)
-    user = await chat_user(client, password_hash)
-    session_id = uuid.uuid4()
-    request_id = str(uuid.uuid4())
-    stream = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
-                               json={**chat_frame("cancel me"), "request_id": request_id})
-    await read_events(stream, stop_after=1)
+    run = await start_gated_run(client, router, running, password_hash, "cancel me")
+    gate, master, user, session_id, request_id, stream = (run.gate, run.master, run.user, run.session_id,
+                                                           run.request_id, run.stream)
     async with asyncio.timeout(10):
         while not master.calls:
             await asyncio.sleep(0.02)
@@ -315,14 +316,8 @@ async def test_run_started_on_one_instance_is_streamed_from_another(
         settings: Settings, aiohttp_client: Any) -> None:
     # A second instance on the same database, without a bus: it sees the run only through PostgreSQL.
     other = await aiohttp_client(create_app(settings))
-    gate = asyncio.Event()
-    await start_master(running, client, router, gate)
-    user = await chat_user(client, password_hash)
-    session_id = uuid.uuid4()
-    request_id = str(uuid.uuid4())
-    stream = await client.post(messages_url(session_id), headers={**user.headers, **SSE},
-                               json={**chat_frame("across"), "request_id": request_id})
-    await read_events(stream, stop_after=1)
+    run = await start_gated_run(client, router, running, password_hash, "across")
+    gate, user, session_id, request_id = run.gate, run.user, run.session_id, run.request_id
     follower = await other.get(run_url(session_id, request_id, "/events"), headers={**user.headers, **SSE})
     assert follower.status == 200
     gate.set()

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -46,15 +45,6 @@ from tests.test_files import upload
 async def client(aiohttp_client: Any, settings: Settings, router: RunningRouter) -> TestClient:
     """The back-end on the router double, with its bus running (agent logs reach sockets)."""
     return await backend_on_router(aiohttp_client, settings, router, master_agent_timeout=5)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[RunningAgent]]:
-    """Agents and master agents started by a test; stopped afterwards whatever happened."""
-    started: list[RunningAgent] = []
-    yield started
-    for agent in started:
-        await agent.stop()
 
 
 async def start_master(running: list[RunningAgent], client: TestClient, router: RunningRouter,
