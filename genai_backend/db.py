@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
+# What a dedicated connection (leadership, fan-out, run listener) sees when the database goes away.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 
 class _Acquired:
     """A pool's connection for one call, or the connection given."""

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from genai_backend.db import DSN, POOL, queries
+from genai_backend.db import DATABASE_ERRORS, DSN, POOL, queries
 from genai_backend.sockets import SOCKETS, SocketRegistry
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ RECONNECT_INITIAL = 0.1
 RECONNECT_MAX = 2.0
 # How long start-up waits for the listener before serving anyway (it keeps trying).
 START_WAIT = 5.0
-
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class FanOut:

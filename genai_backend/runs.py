@@ -26,7 +26,7 @@ from aiohttp import web
 from genai_backend.auth import secrets
 from genai_backend.bus.invoke import INVOKER, Invocation, RouterUnreachable
 from genai_backend.config import SETTINGS, Settings
-from genai_backend.db import DSN, POOL, queries
+from genai_backend.db import DATABASE_ERRORS, DSN, POOL, queries
 from genai_backend.jobs.retention import ABANDONED_MARGIN
 from genai_backend.observability import tracing
 from genai_backend.storage import FILES
@@ -51,7 +51,6 @@ RECONNECT_MAX = 2.0
 # How long shutdown lets runs in flight finish before abandoning them.
 SHUTDOWN_GRACE = 5.0
 FINAL_EVENTS = frozenset({"run.completed", "run.failed", "run.cancelled"})
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class TurnRefused(Exception):

@@ -18,6 +18,7 @@ from contextlib import suppress
 import asyncpg
 
 from genai_backend.bus import Leadership
+from genai_backend.db import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ TAKEOVER_GRACE = 1.0
 CONNECT_TIMEOUT = 5.0
 # Between attempts to reach a database that is down.
 RECONNECT = 0.5
-
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Election:
